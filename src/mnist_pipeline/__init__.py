@@ -1,0 +1,1 @@
+"""The article's MNIST MLP as a DVC pipeline tracked in MLflow."""

@@ -1,0 +1,165 @@
+"""Typed, frozen run parameters read from params.yaml; bad input stops a stage before any work."""
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mnist_pipeline.errors import ParamsError
+
+T = typing.TypeVar("T")
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be > 0"
+
+
+def _at_least_one(value: int) -> str | None:
+    return None if value >= 1 else "must be >= 1"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
+def _momentum(value: float) -> str | None:
+    return None if 0 <= value < 1 else "must be in [0, 1)"
+
+
+def _widths(value: tuple[int, ...]) -> str | None:
+    return None if value and min(value) >= 1 else "must list at least one width, each >= 1"
+
+
+def _check(rule: typing.Callable[[Any], str | None]) -> Any:
+    return field(metadata={"check": rule})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden: tuple[int, ...] = _check(_widths)
+    # Standardise inputs with MNIST's mean/std inside the model, so every consumer feeds raw pixels.
+    normalize: bool
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = _check(_positive)
+    epochs: int = _check(_at_least_one)
+    batch_size: int = _check(_at_least_one)
+    optimizer: Literal["sgd", "adamw"]
+    momentum: float = _check(_momentum)
+    weight_decay: float = _check(_non_negative)
+    # "onecycle" warms up to `lr` and anneals to near zero over the whole run.
+    schedule: Literal["constant", "onecycle"]
+    # Continue an interrupted run of the same parameters from its last finished epoch.
+    resume: bool
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    experiment: str
+    registered_model: str
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = _check(_non_negative)
+    model: ModelConfig
+    train: TrainConfig
+    tracking: TrackingConfig
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a parameters file; raise ParamsError naming the first problem."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    return from_dict(Params, raw, source=str(path))
+
+
+def from_dict(cls: type[T], raw: Any, source: str, prefix: str = "") -> T:
+    """Build dataclass `cls` from a mapping: every key required, unknown keys refused, types coerced."""
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: {where} must be a mapping of keys, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields), key=str)
+    if unknown:
+        raise ParamsError(f"{source}: unknown key {prefix}{unknown[0]} (known in {where}: {', '.join(fields)})")
+    missing = [name for name in fields if name not in raw]
+    if missing:
+        raise ParamsError(f"{source}: missing key {prefix}{missing[0]}")
+    hints = typing.get_type_hints(cls)
+    values = {name: _field_value(hints[name], f, raw[name], source, prefix + name) for name, f in fields.items()}
+    return cls(**values)
+
+
+def _field_value(kind: Any, f: dataclasses.Field, value: Any, source: str, key: str) -> Any:
+    if dataclasses.is_dataclass(kind):
+        return from_dict(kind, value, source, key + ".")
+    try:
+        coerced = _coerce(kind, value)
+    except (TypeError, ValueError) as exc:
+        raise ParamsError(f"{source}: {key} = {value!r}: {exc}") from None
+    problem = f.metadata["check"](coerced) if "check" in f.metadata else None
+    if problem:
+        raise ParamsError(f"{source}: {key} = {value!r}: {problem}")
+    return coerced
+
+
+def _coerce(kind: Any, value: Any) -> Any:
+    if typing.get_origin(kind) is Literal:
+        choices = typing.get_args(kind)
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(map(str, choices))}")
+        return value
+    if typing.get_origin(kind) is tuple:
+        if not isinstance(value, list | tuple):
+            raise TypeError("expected a list of integers")
+        return tuple(_coerce(int, item) for item in value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise TypeError("expected true or false")
+        return value
+    if isinstance(value, bool):  # bool is an int to Python, never a count or a rate to us
+        raise TypeError("expected a number, got a boolean")
+    if kind is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)
+        raise TypeError("expected an integer")
+    if kind is float:
+        # YAML 1.1 reads 1e-3 (no dot) as a string, so numeric strings are accepted.
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise TypeError("expected a number") from None
+        if not math.isfinite(number):
+            raise ValueError("expected a finite number")
+        return number
+    if kind is str:
+        if not isinstance(value, str) or not value.strip():
+            raise TypeError("expected a non-empty string")
+        return value
+    raise TypeError(f"unsupported parameter type {kind}")
+
+
+def flatten(params: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys to values, as `dvc params diff` names them: {'train.lr': 0.001, ...}."""
+    flat: dict[str, Any] = {}
+    for f in dataclasses.fields(params):
+        value = getattr(params, f.name)
+        if dataclasses.is_dataclass(value):
+            flat.update(flatten(value, f"{prefix}{f.name}."))
+        else:
+            flat[prefix + f.name] = list(value) if isinstance(value, tuple) else value
+    return flat

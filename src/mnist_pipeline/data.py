@@ -1,0 +1,62 @@
+"""Load the raw IDX files once as tensors with ToTensor's values: pixels / 255 as float32, labels int64."""
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mnist_pipeline.errors import DataError
+
+IMAGES_MAGIC = 2051  # IDX header: unsigned bytes, 3 dimensions
+LABELS_MAGIC = 2049  # IDX header: unsigned bytes, 1 dimension
+NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # (N, 1, 28, 28) float32 in [0, 1], as ToTensor gives them
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+def load_split(data_dir: str | Path, train: bool) -> Split:
+    """The training (60,000) or test (10,000) split, read and checked in one pass."""
+    prefix = Path(data_dir) / ("train" if train else "t10k")
+    images_path = prefix.with_name(prefix.name + "-images-idx3-ubyte.gz")
+    labels_path = prefix.with_name(prefix.name + "-labels-idx1-ubyte.gz")
+    images = read_idx(images_path, IMAGES_MAGIC)
+    labels = read_idx(labels_path, LABELS_MAGIC)
+    if len(images) != len(labels):
+        raise DataError(f"{images_path}: {len(images)} images but {labels_path.name} has {len(labels)} labels")
+    if labels.size and labels.max() >= NUM_CLASSES:
+        raise DataError(f"{labels_path}: label {labels.max()} outside 0..{NUM_CLASSES - 1}")
+    pixels = torch.from_numpy(images).unsqueeze(1).float().div_(255)
+    return Split(pixels, torch.from_numpy(labels).long())
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """Decode one gzipped IDX file whose header must carry `magic`."""
+    try:
+        with gzip.open(path) as f:
+            raw = bytearray(f.read())  # writable, so torch.from_numpy needs no copy or warning
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found; run `dvc repro download` first") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: not a readable gzip file ({exc})") from None
+    if len(raw) < 4 or int.from_bytes(raw[:4], "big") != magic:
+        found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+        raise DataError(f"{path}: wrong IDX magic number {found}, expected {magic}")
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    if len(raw) != header + int(np.prod(dims)):
+        raise DataError(f"{path}: header says {dims} but the file holds {len(raw) - header} data bytes")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)

@@ -1,0 +1,125 @@
+"""Training and evaluation loops over preloaded tensors: pure functions that return plain dicts."""
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mnist_pipeline.config import TrainConfig
+from mnist_pipeline.data import NUM_CLASSES, Split
+from mnist_pipeline.errors import DivergenceError
+
+EVAL_BATCH = 1000  # evaluation needs no gradients, so large chunks are cheap
+
+
+def pick_device() -> torch.device:
+    """CUDA when present, else the CPU; deterministic kernels either way, so reruns match."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for determinism
+    torch.use_deterministic_algorithms(True)
+    return torch.device("cuda")
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """One scheduler step per batch; None keeps the learning rate constant, as the article does."""
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    return None
+
+
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Index batches of a fresh permutation, drawn on the CPU so every device shuffles alike."""
+    return torch.randperm(n, generator=generator).to(device).split(batch_size)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    data: Split,
+    batches: Iterable[torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> dict[str, float]:
+    """One pass over `batches` of indices into `data`; loss and accuracy are means over samples."""
+    model.train()
+    total_loss = torch.zeros((), device=data.labels.device)
+    correct = torch.zeros((), dtype=torch.long, device=data.labels.device)
+    seen = 0
+    for step, idx in enumerate(batches, 1):
+        x, y = data.images[idx], data.labels[idx]
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        if not torch.isfinite(loss):
+            raise DivergenceError(f"training loss became {loss.item()} at batch {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        # Accumulate on the device: one synchronisation per epoch, not one per batch.
+        total_loss += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+    return {"train_loss": total_loss.item() / seen, "train_accuracy": correct.item() / seen}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Logits for `images`, in evaluation mode."""
+    model.eval()
+    return torch.cat([model(chunk) for chunk in images.split(EVAL_BATCH)])
+
+
+def scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    return {
+        "test_loss": F.cross_entropy(logits, labels).item(),
+        "test_accuracy": (logits.argmax(1) == labels).float().mean().item(),
+    }
+
+
+def evaluate(model: nn.Module, data: Split) -> dict[str, float]:
+    return scores(predict(model, data.images), data.labels)
+
+
+def fit(
+    model: nn.Module,
+    train: Split,
+    test: Split,
+    cfg: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    generator: torch.Generator,
+    first_epoch: int = 1,
+    progress: Callable[[Iterable[torch.Tensor], int], Iterable[torch.Tensor]] = lambda batches, epoch: batches,
+) -> Iterator[dict[str, float]]:
+    """Train epochs first_epoch..cfg.epochs, testing after each as the article does; yield one record each."""
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        batches = shuffled_batches(len(train), cfg.batch_size, generator, train.labels.device)
+        try:
+            record = train_one_epoch(model, train, progress(batches, epoch), optimizer, scheduler)
+        except DivergenceError as exc:
+            raise DivergenceError(f"epoch {epoch}: {exc}; lower train.lr (now {cfg.lr})") from None
+        yield {"epoch": epoch, **record, **evaluate(model, test)}
+
+
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
+    """counts[actual, predicted]."""
+    flat = labels.long() * NUM_CLASSES + predictions.long()
+    return torch.bincount(flat.cpu(), minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
+
+
+def per_class(matrix: torch.Tensor) -> dict[str, dict[str, float]]:
+    """Precision and recall of each digit; 0.0 where a class was never predicted or never present."""
+    hits = matrix.diag().double()
+    predicted, actual = matrix.sum(0).double(), matrix.sum(1).double()
+    precision = torch.where(predicted > 0, hits / predicted.clamp(min=1), 0.0)
+    recall = torch.where(actual > 0, hits / actual.clamp(min=1), 0.0)
+    return {str(c): {"precision": precision[c].item(), "recall": recall[c].item()} for c in range(NUM_CLASSES)}

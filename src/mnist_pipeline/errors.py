@@ -1,0 +1,29 @@
+"""Failures a user can act on: stages print their message alone, without a traceback."""
+
+
+class PipelineError(Exception):
+    """Base of the errors below; each message names the file, key or URI at fault."""
+
+
+class ParamsError(PipelineError, ValueError):
+    """A parameters file that cannot describe a run."""
+
+
+class FetchError(PipelineError):
+    """No source gave a raw data file with the right checksum."""
+
+
+class DataError(PipelineError, ValueError):
+    """A raw data file that is missing or not what it claims to be."""
+
+
+class CheckpointError(PipelineError, ValueError):
+    """A model or training-state file that cannot be loaded as this project's."""
+
+
+class DivergenceError(PipelineError, ArithmeticError):
+    """The training loss stopped being a finite number."""
+
+
+class TrackingError(PipelineError):
+    """The MLflow tracking store cannot be used."""

@@ -1,0 +1,80 @@
+"""The article's MLP built from its config, and checkpoints that carry that config."""
+
+import dataclasses
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mnist_pipeline.config import ModelConfig, from_dict
+from mnist_pipeline.errors import CheckpointError, ParamsError
+from mnist_pipeline.files import atomic_path
+
+INPUT_SHAPE = (1, 28, 28)
+NUM_CLASSES = 10
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # over the 60,000 training images
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std with fixed constants: part of the model, so callers always feed raw pixels."""
+
+    def __init__(self, mean: float, std: float):
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def build_model(cfg: ModelConfig) -> nn.Sequential:
+    """Flatten -> [Standardize] -> (Linear, ReLU) per hidden width -> Linear to 10 logits."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    if cfg.normalize:
+        layers.append(Standardize(MNIST_MEAN, MNIST_STD))
+    widths = [INPUT_SHAPE[0] * INPUT_SHAPE[1] * INPUT_SHAPE[2], *cfg.hidden]
+    for fan_in, fan_out in zip(widths, widths[1:]):
+        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+    layers.append(nn.Linear(widths[-1], NUM_CLASSES))  # logits: CrossEntropyLoss applies the softmax
+    return nn.Sequential(*layers)
+
+
+def save_checkpoint(model: nn.Module, cfg: ModelConfig, path: str | Path) -> None:
+    """Weights plus the config that built them, so evaluate needs nothing else."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"model_config": _plain(cfg), "state_dict": state}, tmp)
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Sequential, ModelConfig]:
+    """Rebuild the model from `path` alone; never runs code stored in the file."""
+    path = Path(path)
+    try:
+        # weights_only: tensors and plain containers only, so a crafted file cannot execute code.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found; run `dvc repro train` first") from None
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_brief(exc)})") from None
+    if not isinstance(checkpoint, dict) or not {"model_config", "state_dict"} <= checkpoint.keys():
+        raise CheckpointError(f"{path}: not a checkpoint of this project (needs model_config and state_dict)")
+    try:
+        cfg = from_dict(ModelConfig, checkpoint["model_config"], source=f"{path} model_config")
+    except ParamsError as exc:
+        raise CheckpointError(str(exc)) from None
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: weights do not fit the architecture {cfg}: {_brief(exc)}") from None
+    return model.eval(), cfg
+
+
+def _plain(cfg: ModelConfig) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def _brief(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

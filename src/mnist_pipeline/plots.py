@@ -1,0 +1,50 @@
+"""The pipeline's figures: pure matplotlib, a figure in return, nothing written."""
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def curves(history: Sequence[dict], metric: str, label: str) -> Figure:
+    """Train and test `metric` against the epoch, as the article plots them."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [r["epoch"] for r in history]
+    for split in ("train", "test"):
+        ax.plot(epochs, [r[f"{split}_{metric}"] for r in history], label=f"{split}_{metric}")
+    ax.set(xlabel="epoch", ylabel=label, title=f"{label} per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def sample_grid(images: np.ndarray, labels: Sequence[int], predicted: Sequence[int]) -> Figure:
+    """The article's row of digits, each titled with its label and the model's prediction."""
+    fig, axes = plt.subplots(1, len(images), figsize=(len(images), 1.4))
+    for ax, image, label, guess in zip(np.atleast_1d(axes), images, labels, predicted):
+        ax.imshow(image.squeeze(), cmap="gray")
+        ax.set_title(f"{label} ({guess})", fontsize=9, color="black" if label == guess else "red")
+        ax.axis("off")
+    fig.suptitle("label (predicted)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def confusion(matrix: Sequence[Sequence[int]]) -> Figure:
+    """Counts of actual (rows) against predicted (columns) digits."""
+    counts = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.imshow(counts, cmap="Blues")
+    for (row, col), n in np.ndenumerate(counts):
+        ax.text(col, row, str(n), ha="center", va="center", fontsize=7,
+                color="white" if n > counts.max() / 2 else "black")
+    ticks = range(len(counts))
+    ax.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="actual", title="Confusion matrix (test set)")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,22 @@
+"""DVC stage `download`: fetch the four raw MNIST files and verify their checksums."""
+
+import argparse
+
+from mnist_pipeline.fetch import fetch, mirrors_from_env
+from mnist_pipeline.stages import run_stage
+
+
+def download(out: str) -> None:
+    for name, origin in fetch(out, mirrors_from_env()).items():
+        print(f"{out}/{name}: md5 verified ({origin})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", required=True, help="folder for the raw files")
+    args = parser.parse_args(argv)
+    return run_stage(lambda: download(args.out))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
