@@ -2,6 +2,7 @@
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -35,6 +36,16 @@ def write_json(path: str | Path, data: Any) -> None:
     """Write `data` as stable, diff-friendly JSON (sorted keys, one trailing newline)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def save_torch(path: str | Path, obj: Any) -> None:
+    """torch.save, atomically and byte-for-byte reproducibly."""
+    import torch  # here, not at the top: the download stage should not pay torch's import time
+
+    buffer = io.BytesIO()  # a file name would be written into the archive, and ours are random
+    torch.save(obj, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
 
 
 def read_json(path: str | Path) -> Any:

@@ -1,6 +1,7 @@
 """The article's MLP built from its config, and checkpoints that carry that config."""
 
 import dataclasses
+import math
 import pickle
 import zipfile
 from pathlib import Path
@@ -10,44 +11,39 @@ from torch import nn
 
 from mnist_pipeline.config import ModelConfig, from_dict
 from mnist_pipeline.errors import CheckpointError, ParamsError
-from mnist_pipeline.files import atomic_path
+from mnist_pipeline.files import save_torch
 
 INPUT_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # over the 60,000 training images
 
 
-class Standardize(nn.Module):
-    """(x - mean) / std with fixed constants: part of the model, so callers always feed raw pixels."""
+class MLP(nn.Module):
+    """The article's network: flatten, ReLU after every hidden layer, logits out (no softmax)."""
 
-    def __init__(self, mean: float, std: float):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.mean, self.std = mean, std
+        # Standardising inside the model means every consumer, MLflow serving too, feeds raw pixels.
+        self.standardize = cfg.normalize
+        widths = [math.prod(INPUT_SHAPE), *cfg.hidden, NUM_CLASSES]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
-def build_model(cfg: ModelConfig) -> nn.Sequential:
-    """Flatten -> [Standardize] -> (Linear, ReLU) per hidden width -> Linear to 10 logits."""
-    layers: list[nn.Module] = [nn.Flatten()]
-    if cfg.normalize:
-        layers.append(Standardize(MNIST_MEAN, MNIST_STD))
-    widths = [INPUT_SHAPE[0] * INPUT_SHAPE[1] * INPUT_SHAPE[2], *cfg.hidden]
-    for fan_in, fan_out in zip(widths, widths[1:]):
-        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
-    layers.append(nn.Linear(widths[-1], NUM_CLASSES))  # logits: CrossEntropyLoss applies the softmax
-    return nn.Sequential(*layers)
+        x = x.flatten(1)
+        if self.standardize:
+            x = (x - MNIST_MEAN) / MNIST_STD
+        for hidden in self.layers[:-1]:
+            x = torch.relu(hidden(x))
+        return self.layers[-1](x)  # CrossEntropyLoss applies the softmax
 
 
 def save_checkpoint(model: nn.Module, cfg: ModelConfig, path: str | Path) -> None:
     """Weights plus the config that built them, so evaluate needs nothing else."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"model_config": _plain(cfg), "state_dict": state}, tmp)
+    save_torch(path, {"model_config": _plain(cfg), "state_dict": state})
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Sequential, ModelConfig]:
+def load_checkpoint(path: str | Path) -> tuple[MLP, ModelConfig]:
     """Rebuild the model from `path` alone; never runs code stored in the file."""
     path = Path(path)
     try:
@@ -63,7 +59,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Sequential, ModelConfig]:
         cfg = from_dict(ModelConfig, checkpoint["model_config"], source=f"{path} model_config")
     except ParamsError as exc:
         raise CheckpointError(str(exc)) from None
-    model = build_model(cfg)
+    model = MLP(cfg)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, TypeError, AttributeError) as exc:

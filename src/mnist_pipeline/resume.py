@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mnist_pipeline.config import Params, flatten
-from mnist_pipeline.files import atomic_path, digest
+from mnist_pipeline.files import digest, save_torch
 
 # Keys that change where a run is logged or whether it resumes, not what it computes.
 _NOT_RESULT_KEYS = ("tracking.", "train.resume")
@@ -35,8 +35,7 @@ def save(path: Path, fingerprint: str, run_id: str, history: list[dict], *, mode
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "generator": generator.get_state(),
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(path, state)
 
 
 def restore(path: Path, fingerprint: str, *, model: nn.Module, optimizer: torch.optim.Optimizer,

@@ -13,7 +13,7 @@ from mnist_pipeline import engine, resume, tracking
 from mnist_pipeline.config import load_params
 from mnist_pipeline.data import load_split
 from mnist_pipeline.files import digest, write_json
-from mnist_pipeline.model import build_model, save_checkpoint
+from mnist_pipeline.model import MLP, save_checkpoint
 from mnist_pipeline.stages import run_stage
 
 
@@ -24,7 +24,7 @@ def train(params_path: str, data_dir: str, model_path: str, history_path: str) -
     test_set = load_split(data_dir, train=False).to(device)
 
     torch.manual_seed(params.seed)
-    model = build_model(params.model).to(device)
+    model = MLP(params.model).to(device)
     optimizer = engine.make_optimizer(model, params.train)
     steps_per_epoch = math.ceil(len(train_set) / params.train.batch_size)
     scheduler = engine.make_scheduler(optimizer, params.train, steps_per_epoch)

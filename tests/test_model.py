@@ -1,0 +1,87 @@
+"""The article's MLP, and checkpoints that rebuild it alone and never run code from the file."""
+
+import os
+
+import pytest
+import torch
+
+from mnist_pipeline.config import ModelConfig
+from mnist_pipeline.errors import CheckpointError
+from mnist_pipeline.files import digest, save_torch
+from mnist_pipeline.model import MLP, load_checkpoint, save_checkpoint
+
+ARTICLE = ModelConfig(hidden=(128, 64), normalize=False)
+
+
+def test_article_architecture():
+    model = MLP(ARTICLE)
+    linears = list(model.layers)
+    assert [(m.in_features, m.out_features) for m in linears] == [(784, 128), (128, 64), (64, 10)]
+    assert sum(p.numel() for p in model.parameters()) == 109_386
+    assert model(torch.rand(5, 1, 28, 28)).shape == (5, 10)
+
+
+def test_normalize_standardises_inside_the_model():
+    torch.manual_seed(0)
+    plain = MLP(ARTICLE)
+    normalized = MLP(ModelConfig(hidden=(128, 64), normalize=True))
+    normalized.load_state_dict(plain.state_dict())  # same weights: normalisation adds none
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.allclose(normalized(x), plain((x - 0.1307) / 0.3081), atol=1e-6)
+
+
+def test_checkpoint_round_trip_is_exact_and_reproducible(tmp_path):
+    model = MLP(ModelConfig(hidden=(32,), normalize=True))
+    save_checkpoint(model, ModelConfig(hidden=(32,), normalize=True), tmp_path / "a.pt")
+    save_checkpoint(model, ModelConfig(hidden=(32,), normalize=True), tmp_path / "b.pt")
+    assert digest(tmp_path / "a.pt") == digest(tmp_path / "b.pt")  # DVC sees no change on a rerun
+    loaded, cfg = load_checkpoint(tmp_path / "a.pt")
+    assert cfg == ModelConfig(hidden=(32,), normalize=True) and not loaded.training
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match=r"model.pt: file not found; run `dvc repro train` first"):
+        load_checkpoint(tmp_path / "model.pt")
+
+
+def test_corrupt_checkpoint(tmp_path):
+    path = tmp_path / "model.pt"
+    save_checkpoint(MLP(ARTICLE), ARTICLE, path)
+    path.write_bytes(path.read_bytes()[: 1000])
+    with pytest.raises(CheckpointError, match=r"model.pt: not a readable PyTorch checkpoint"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_of_another_architecture(tmp_path):
+    path = tmp_path / "model.pt"
+    other = MLP(ModelConfig(hidden=(32,), normalize=False))
+    save_torch(path, {"model_config": {"hidden": [128, 64], "normalize": False}, "state_dict": other.state_dict()})
+    with pytest.raises(CheckpointError, match=r"model.pt: weights do not fit the architecture .*size mismatch"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_with_bad_config(tmp_path):
+    path = tmp_path / "model.pt"
+    save_torch(path, {"model_config": {"hidden": [128, 64], "dropout": 0.5}, "state_dict": {}})
+    with pytest.raises(CheckpointError, match=r"unknown key dropout"):
+        load_checkpoint(path)
+
+
+class _Payload:
+    """Unpickling this would run a shell command: what a malicious checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_loading_never_executes_code_from_the_file(tmp_path):
+    path, marker = tmp_path / "model.pt", tmp_path / "pwned"
+    torch.save({"model_config": _Payload(marker), "state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists()
