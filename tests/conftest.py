@@ -3,12 +3,19 @@
 import dataclasses
 import gzip
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
 
+from mnist_pipeline import engine
 from mnist_pipeline.config import Params, load_params
+from mnist_pipeline.data import load_split
 
 REPO = Path(__file__).resolve().parents[1]
 # Real MNIST, where the environment offers it (CI sets MNIST_MIRROR to a local copy).
@@ -41,6 +48,13 @@ def write_synthetic_mnist(folder: Path, n_train: int = 512, n_test: int = 256) -
     return folder
 
 
+def train_in_process(params: Params, data_dir: Path, first_epoch: int = 1, training: engine.Training | None = None):
+    """engine.fit run to its end on the CPU; returns the records and the training objects."""
+    train, test = load_split(data_dir, train=True), load_split(data_dir, train=False)
+    training = training or engine.Training.create(params, len(train), torch.device("cpu"))
+    return list(engine.fit(training, train, test, params.train, first_epoch)), training
+
+
 @pytest.fixture
 def tiny_mnist(tmp_path: Path) -> Path:
     return write_synthetic_mnist(tmp_path / "mnist")
@@ -55,3 +69,59 @@ def params() -> Params:
         model=dataclasses.replace(base.model, hidden=(32, 16)),
         train=dataclasses.replace(base.train, lr=0.1, epochs=3, batch_size=32),
     )
+
+
+# --- End-to-end helpers: a real git + DVC project on tiny synthetic data ---
+
+N_TRAIN, N_TEST, EPOCHS = 512, 256, 2
+TINY = {"epochs": EPOCHS, "batch_size": 32, "lr": 0.1}
+
+
+def sh(*cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "MNIST_MIRROR"):
+        env.pop(name, None)
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@example.com", DVC_NO_ANALYTICS="true", MLFLOW_DISABLE_TELEMETRY="true")
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def make_project(root: Path, **train) -> Path:
+    """A copy of this repo's pipeline with tiny params, committed, its download stage pre-filled.
+
+    The official checksums are never relaxed: the synthetic files are recorded as the download
+    stage's output with `dvc commit`, exactly as if that stage had produced them.
+    """
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["model"]["hidden"] = [32, 16]
+    params["train"].update(TINY, **train)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git", "init", "-q", cwd=root)
+    sh("dvc", "init", "-q", cwd=root)
+    sh("dvc", "config", "core.analytics", "false", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "pipeline", cwd=root)
+    write_synthetic_mnist(root / "data" / "mnist", N_TRAIN, N_TEST)
+    sh("dvc", "commit", "-f", "download", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "data", cwd=root)
+    return root
+
+
+def store(root: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One real `dvc repro` of the tiny project, shared by the end-to-end tests."""
+    root = make_project(tmp_path_factory.mktemp("project"))
+    return root, sh("dvc", "repro", cwd=root)

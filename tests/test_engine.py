@@ -1,7 +1,6 @@
 """The loop: learns, is deterministic, stops on divergence, and resumes to the same result."""
 
 import dataclasses
-import math
 
 import pytest
 import torch
@@ -9,31 +8,14 @@ import torch
 from mnist_pipeline import engine, resume
 from mnist_pipeline.data import load_split
 from mnist_pipeline.errors import DivergenceError
-from mnist_pipeline.model import MLP
 
-from conftest import MNIST_MIRROR
+from conftest import MNIST_MIRROR, train_in_process
 
-
-def setup(params, data_dir):
-    train, test = load_split(data_dir, train=True), load_split(data_dir, train=False)
-    torch.manual_seed(params.seed)
-    model = MLP(params.model)
-    optimizer = engine.make_optimizer(model, params.train)
-    scheduler = engine.make_scheduler(optimizer, params.train, math.ceil(len(train) / params.train.batch_size))
-    generator = torch.Generator().manual_seed(params.seed)
-    return dict(model=model, optimizer=optimizer, scheduler=scheduler, generator=generator), train, test
-
-
-def run(params, data_dir, first_epoch=1, objects=None):
-    made, train, test = setup(params, data_dir)
-    objects = objects or made
-    records = list(engine.fit(objects["model"], train, test, params.train, objects["optimizer"],
-                              objects["scheduler"], objects["generator"], first_epoch=first_epoch))
-    return records, objects
+CPU = torch.device("cpu")
 
 
 def test_training_learns_the_synthetic_digits(params, tiny_mnist):
-    records, _ = run(params, tiny_mnist)
+    records, _ = train_in_process(params, tiny_mnist)
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert set(records[0]) == {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy"}
     assert records[-1]["train_loss"] < records[0]["train_loss"]
@@ -41,9 +23,9 @@ def test_training_learns_the_synthetic_digits(params, tiny_mnist):
 
 
 def test_same_seed_same_numbers_other_seed_others(params, tiny_mnist):
-    first, _ = run(params, tiny_mnist)
-    again, _ = run(params, tiny_mnist)
-    other, _ = run(dataclasses.replace(params, seed=1), tiny_mnist)
+    first, _ = train_in_process(params, tiny_mnist)
+    again, _ = train_in_process(params, tiny_mnist)
+    other, _ = train_in_process(dataclasses.replace(params, seed=1), tiny_mnist)
     assert first == again
     assert first != other
 
@@ -51,41 +33,40 @@ def test_same_seed_same_numbers_other_seed_others(params, tiny_mnist):
 def test_adamw_with_onecycle_runs(params, tiny_mnist):
     tuned = dataclasses.replace(params, train=dataclasses.replace(
         params.train, optimizer="adamw", schedule="onecycle", lr=0.01, weight_decay=0.01))
-    records, objects = run(tuned, tiny_mnist)
+    records, training = train_in_process(tuned, tiny_mnist)
     assert records[-1]["test_accuracy"] > 0.9
-    assert objects["scheduler"].get_last_lr()[0] < 1e-4  # annealed to near zero by the last step
+    assert training.scheduler.get_last_lr()[0] < 1e-4  # annealed to near zero by the last step
 
 
 def test_divergence_stops_with_epoch_and_batch(params, tiny_mnist):
     wild = dataclasses.replace(params, train=dataclasses.replace(params.train, lr=1e6))
     with pytest.raises(DivergenceError, match=r"epoch 1: training loss became (nan|inf) at batch \d+; lower train.lr"):
-        run(wild, tiny_mnist)
+        train_in_process(wild, tiny_mnist)
 
 
 def test_resume_gives_the_uninterrupted_result(params, tiny_mnist, tmp_path):
-    straight, straight_objects = run(params, tiny_mnist)
+    straight, straight_training = train_in_process(params, tiny_mnist)
 
     # Interrupted after epoch 1: the state saved then is all a new process has.
-    made, train, test = setup(params, tiny_mnist)
-    epochs = engine.fit(made["model"], train, test, params.train, made["optimizer"], made["scheduler"],
-                        made["generator"])
-    first = next(epochs)
+    train, test = load_split(tiny_mnist, train=True), load_split(tiny_mnist, train=False)
+    training = engine.Training.create(params, len(train), CPU)
+    first = next(engine.fit(training, train, test, params.train))
     key = resume.fingerprint(params, tiny_mnist)
-    resume.save(tmp_path / "state.pt", key, "run-1", [first], **made)
+    resume.save(tmp_path / "state.pt", key, "run-1", [first], training)
 
-    fresh, _, _ = setup(dataclasses.replace(params, seed=99), tiny_mnist)  # state must override all
-    history, run_id = resume.restore(tmp_path / "state.pt", key, **fresh)
-    rest, _ = run(params, tiny_mnist, first_epoch=2, objects=fresh)
+    fresh = engine.Training.create(dataclasses.replace(params, seed=99), len(train), CPU)  # state overrides all
+    history, run_id = resume.restore(tmp_path / "state.pt", key, fresh)
+    rest, _ = train_in_process(params, tiny_mnist, first_epoch=2, training=fresh)
     assert run_id == "run-1" and history + rest == straight
-    for name, tensor in straight_objects["model"].state_dict().items():
-        assert torch.equal(tensor, fresh["model"].state_dict()[name])
+    for name, tensor in straight_training.model.state_dict().items():
+        assert torch.equal(tensor, fresh.model.state_dict()[name])
 
 
 def test_resume_ignores_state_of_other_params(params, tiny_mnist, tmp_path):
-    made, _, _ = setup(params, tiny_mnist)
-    resume.save(tmp_path / "state.pt", resume.fingerprint(params, tiny_mnist), "run-1", [], **made)
+    training = engine.Training.create(params, 512, CPU)
+    resume.save(tmp_path / "state.pt", resume.fingerprint(params, tiny_mnist), "run-1", [], training)
     other = dataclasses.replace(params, train=dataclasses.replace(params.train, lr=0.05))
-    assert resume.restore(tmp_path / "state.pt", resume.fingerprint(other, tiny_mnist), **made) is None
+    assert resume.restore(tmp_path / "state.pt", resume.fingerprint(other, tiny_mnist), training) is None
     # Tracking names and the resume switch itself do not change what is computed.
     renamed = dataclasses.replace(params, tracking=dataclasses.replace(params.tracking, experiment="x"))
     assert resume.fingerprint(renamed, tiny_mnist) == resume.fingerprint(params, tiny_mnist)
@@ -109,5 +90,5 @@ def test_confusion_matrix_and_per_class():
 def test_real_mnist_three_epochs_at_lr_0_1(params):
     fast = dataclasses.replace(params, model=dataclasses.replace(params.model, hidden=(128, 64)),
                                train=dataclasses.replace(params.train, lr=0.1, batch_size=64, epochs=3))
-    records, _ = run(fast, MNIST_MIRROR)
+    records, _ = train_in_process(fast, MNIST_MIRROR)
     assert records[-1]["test_accuracy"] >= 0.95, records

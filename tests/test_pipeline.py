@@ -2,69 +2,13 @@
 
 import csv
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO, write_synthetic_mnist
+from conftest import EPOCHS, N_TEST, sh, store
 
 pytestmark = pytest.mark.slow
-
-N_TRAIN, N_TEST, EPOCHS = 512, 256, 2
-TINY = {"epochs": EPOCHS, "batch_size": 32, "lr": 0.1}
-
-
-def sh(*cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "MNIST_MIRROR"):
-        env.pop(name, None)
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@example.com", DVC_NO_ANALYTICS="true", MLFLOW_DISABLE_TELEMETRY="true")
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
-    return done
-
-
-def make_project(root: Path, **train) -> Path:
-    """A copy of this repo's pipeline with tiny params, committed, its download stage pre-filled.
-
-    The official checksums are never relaxed: the synthetic files are recorded as the download
-    stage's output with `dvc commit`, exactly as if that stage had produced them.
-    """
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(REPO / name, root / name)
-    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["model"]["hidden"] = [32, 16]
-    params["train"].update(TINY, **train)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh("git", "init", "-q", cwd=root)
-    sh("dvc", "init", "-q", cwd=root)
-    sh("dvc", "config", "core.analytics", "false", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "pipeline", cwd=root)
-    write_synthetic_mnist(root / "data" / "mnist", N_TRAIN, N_TEST)
-    sh("dvc", "commit", "-f", "download", cwd=root)
-    return root
-
-
-def store(root: Path):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    root = make_project(tmp_path_factory.mktemp("project"))
-    return root, sh("dvc", "repro", cwd=root)
-
 
 def test_repro_writes_every_output(project):
     root, repro = project

@@ -1,15 +1,21 @@
 """Training and evaluation loops over preloaded tensors: pure functions that return plain dicts."""
 
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mnist_pipeline.config import TrainConfig
+from mnist_pipeline.config import Params, TrainConfig
 from mnist_pipeline.data import NUM_CLASSES, Split
 from mnist_pipeline.errors import DivergenceError
+from mnist_pipeline.model import MLP
+
+Scheduler = torch.optim.lr_scheduler.LRScheduler
 
 EVAL_BATCH = 1000  # evaluation needs no gradients, so large chunks are cheap
 
@@ -23,13 +29,47 @@ def pick_device() -> torch.device:
     return torch.device("cuda")
 
 
+@dataclass
+class Training:
+    """Everything that changes while training: saving its state is enough to resume bit for bit."""
+
+    model: MLP
+    optimizer: torch.optim.Optimizer
+    scheduler: Scheduler | None
+    generator: torch.Generator  # draws each epoch's shuffle
+
+    @classmethod
+    def create(cls, params: Params, n_train: int, device: torch.device) -> "Training":
+        """A fresh, seeded run: same params, same initial weights and the same shuffles."""
+        torch.manual_seed(params.seed)
+        model = MLP(params.model).to(device)
+        optimizer = make_optimizer(model, params.train)
+        scheduler = make_scheduler(optimizer, params.train, math.ceil(n_train / params.train.batch_size))
+        return cls(model, optimizer, scheduler, torch.Generator().manual_seed(params.seed))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> Scheduler | None:
     """One scheduler step per batch; None keeps the learning rate constant, as the article does."""
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
@@ -46,7 +86,7 @@ def train_one_epoch(
     data: Split,
     batches: Iterable[torch.Tensor],
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scheduler: Scheduler | None = None,
 ) -> dict[str, float]:
     """One pass over `batches` of indices into `data`; loss and accuracy are means over samples."""
     model.train()
@@ -90,24 +130,22 @@ def evaluate(model: nn.Module, data: Split) -> dict[str, float]:
 
 
 def fit(
-    model: nn.Module,
+    training: Training,
     train: Split,
     test: Split,
     cfg: TrainConfig,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    generator: torch.Generator,
     first_epoch: int = 1,
     progress: Callable[[Iterable[torch.Tensor], int], Iterable[torch.Tensor]] = lambda batches, epoch: batches,
 ) -> Iterator[dict[str, float]]:
     """Train epochs first_epoch..cfg.epochs, testing after each as the article does; yield one record each."""
+    t = training
     for epoch in range(first_epoch, cfg.epochs + 1):
-        batches = shuffled_batches(len(train), cfg.batch_size, generator, train.labels.device)
+        batches = shuffled_batches(len(train), cfg.batch_size, t.generator, train.labels.device)
         try:
-            record = train_one_epoch(model, train, progress(batches, epoch), optimizer, scheduler)
+            record = train_one_epoch(t.model, train, progress(batches, epoch), t.optimizer, t.scheduler)
         except DivergenceError as exc:
             raise DivergenceError(f"epoch {epoch}: {exc}; lower train.lr (now {cfg.lr})") from None
-        yield {"epoch": epoch, **record, **evaluate(model, test)}
+        yield {"epoch": epoch, **record, **evaluate(t.model, test)}
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:

@@ -3,12 +3,11 @@
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch import nn
 
 from mnist_pipeline.config import Params, flatten
+from mnist_pipeline.engine import Training
 from mnist_pipeline.files import digest, save_torch
 
 # Keys that change where a run is logged or whether it resumes, not what it computes.
@@ -24,23 +23,12 @@ def fingerprint(params: Params, data_dir: Path) -> str:
     return h.hexdigest()
 
 
-def save(path: Path, fingerprint: str, run_id: str, history: list[dict], *, model: nn.Module,
-         optimizer: torch.optim.Optimizer, scheduler: Any, generator: torch.Generator) -> None:
-    state = {
-        "fingerprint": fingerprint,
-        "run_id": run_id,
-        "history": history,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "generator": generator.get_state(),
-    }
-    save_torch(path, state)
+def save(path: Path, fingerprint: str, run_id: str, history: list[dict], training: Training) -> None:
+    save_torch(path, {"fingerprint": fingerprint, "run_id": run_id, "history": history, **training.state_dict()})
 
 
-def restore(path: Path, fingerprint: str, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-            scheduler: Any, generator: torch.Generator) -> tuple[list[dict], str] | None:
-    """Load the saved state into the given objects; return (history, run id), or None to start afresh."""
+def restore(path: Path, fingerprint: str, training: Training) -> tuple[list[dict], str] | None:
+    """Load the saved state into `training`; return (history, run id), or None to start afresh."""
     if not path.exists():
         return None
     try:
@@ -49,9 +37,5 @@ def restore(path: Path, fingerprint: str, *, model: nn.Module, optimizer: torch.
         return None
     if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
         return None
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    generator.set_state(state["generator"])
+    training.load_state_dict(state)
     return state["history"], state["run_id"]

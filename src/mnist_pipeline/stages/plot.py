@@ -23,8 +23,8 @@ def plot(params_path: str, data_dir: str, model_path: str, history_path: str, ev
     images, labels = first.images[:SAMPLES], first.labels[:SAMPLES]
     predicted = engine.predict(model, images).argmax(1)
     figures = {
-        "loss.png": plots.curves(history, "loss", "loss"),
-        "accuracy.png": plots.curves(history, "accuracy", "accuracy"),
+        "loss.png": plots.curves(history, "loss", "Cross-entropy loss"),
+        "accuracy.png": plots.curves(history, "accuracy", "Accuracy"),
         "samples.png": plots.sample_grid(images.numpy(), labels.tolist(), predicted.tolist()),
         "confusion.png": plots.confusion(evaluation["confusion_matrix"]),
     }

@@ -1,7 +1,6 @@
 """DVC stage `train`: the article's MLP and loop on preloaded tensors, logged as one MLflow run."""
 
 import argparse
-import math
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -13,7 +12,7 @@ from mnist_pipeline import engine, resume, tracking
 from mnist_pipeline.config import load_params
 from mnist_pipeline.data import load_split
 from mnist_pipeline.files import digest, write_json
-from mnist_pipeline.model import MLP, save_checkpoint
+from mnist_pipeline.model import save_checkpoint
 from mnist_pipeline.stages import run_stage
 
 
@@ -23,36 +22,28 @@ def train(params_path: str, data_dir: str, model_path: str, history_path: str) -
     train_set = load_split(data_dir, train=True).to(device)
     test_set = load_split(data_dir, train=False).to(device)
 
-    torch.manual_seed(params.seed)
-    model = MLP(params.model).to(device)
-    optimizer = engine.make_optimizer(model, params.train)
-    steps_per_epoch = math.ceil(len(train_set) / params.train.batch_size)
-    scheduler = engine.make_scheduler(optimizer, params.train, steps_per_epoch)
-    generator = torch.Generator().manual_seed(params.seed)
-    state = dict(model=model, optimizer=optimizer, scheduler=scheduler, generator=generator)
-
+    training = engine.Training.create(params, len(train_set), device)
     # Resume state lives beside the model; it is deleted once the model is written.
     state_path = Path(model_path).with_name("train_state.pt")
     key = resume.fingerprint(params, Path(data_dir))
-    restored = resume.restore(state_path, key, **state) if params.train.resume else None
+    restored = resume.restore(state_path, key, training) if params.train.resume else None
     history, run_id = restored or ([], None)
     print(f"train: {len(train_set)} images on {device}, {params.train.epochs} epochs"
           + (f", resuming after epoch {len(history)}" if history else ""), flush=True)
 
     with tracking.training_run(params, resume_run_id=run_id) as run_id:
         started = time.perf_counter()
-        for record in engine.fit(model, train_set, test_set, params.train, optimizer, scheduler, generator,
-                                 first_epoch=len(history) + 1, progress=_progress_bar):
+        for record in engine.fit(training, train_set, test_set, params.train, len(history) + 1, _progress_bar):
             seconds = time.perf_counter() - started
             history.append({k: round(v, 6) for k, v in record.items()})
             tracking.log_epoch(record)
             print(_epoch_line(record, seconds), flush=True)
             if params.train.resume:
-                resume.save(state_path, key, run_id, history, **state)
+                resume.save(state_path, key, run_id, history, training)
             started = time.perf_counter()
-        save_checkpoint(model, params.model, model_path)
+        save_checkpoint(training.model, params.model, model_path)
         write_json(history_path, history)
-        tracking.log_model(model, test_set.images[:4], digest(model_path))
+        tracking.log_model(training.model, test_set.images[:4], digest(model_path))
     state_path.unlink(missing_ok=True)
 
 

@@ -1,0 +1,205 @@
+"""End to end in a real browser: the MLflow UI shows the pipeline's experiment, run, params and charts.
+
+The real `mlflow server` serves the store that the session's `dvc repro` wrote; Debian's Chromium,
+driven by PyPI's playwright (no browser download), reads it the way a person would. Screenshots
+go to test-artifacts/ at the repo root (gitignored).
+"""
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from conftest import EPOCHS, REPO, store
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+SCREENSHOTS = REPO / "test-artifacts"
+PER_EPOCH = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+# The UI scrolls inside its own panel, so a "full page" screenshot is only the viewport: make it
+# tall enough for the whole run overview (24 metrics, 13 params).
+VIEWPORT = {"width": 1440, "height": 1800}
+WAIT_MS = 30_000  # first loads of the UI's bundle on 2 busy cores take seconds
+SERVER_START_S = 90  # `mlflow server --workers 1` takes about 13 s here
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(),
+                       reason=f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
+    deadline = time.monotonic() + SERVER_START_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"mlflow server exited {server.returncode}:\n{log.read_text()}")
+        with contextlib.suppress(OSError):
+            with direct.open(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        time.sleep(0.25)
+    raise AssertionError(f"mlflow server not healthy after {SERVER_START_S} s:\n{log.read_text()}")
+
+
+def stop(server: subprocess.Popen) -> None:
+    """SIGTERM the server's whole process group (it runs uvicorn as a child), SIGKILL what stays."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.wait(timeout=15)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
+
+
+@pytest.fixture(scope="module")
+def mlflow_ui(project, tmp_path_factory):
+    """The real `mlflow server` on the project's store, on a free loopback port; its base URL."""
+    root, _ = project
+    port = free_port()
+    log = tmp_path_factory.mktemp("mlflow-server") / "server.log"
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+           # No huey job runner (8 more processes, seconds of start-up): the UI checks need none.
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    command = [str(Path(sys.executable).parent / "mlflow"), "server",
+               "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with open(log, "wb") as out:
+        server = subprocess.Popen(command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, server, log)
+        yield url
+    finally:
+        stop(server)
+
+
+@pytest.fixture(scope="module")
+def browser_context():
+    expect.set_options(timeout=WAIT_MS)
+    SCREENSHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport=VIEWPORT)
+            context.set_default_timeout(WAIT_MS)
+            # The assistant side panel opens by itself on a first visit and narrows every page.
+            context.add_init_script(
+                "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
+                "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
+            )
+            yield context
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser_context, request):
+    page = browser_context.new_page()
+    failure = SCREENSHOTS / f"mlflow-failed-{request.node.name}.png"
+    failure.unlink(missing_ok=True)
+    failed = request.session.testsfailed
+    yield page
+    if request.session.testsfailed > failed:  # the call failed: keep what the browser showed
+        page.screenshot(path=failure, full_page=True)
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def logged(project):
+    """The experiment, its runs (newest first) as the store has them, and the newest run.
+
+    The session's project may hold more than one run when other tests ran first (a forced repro
+    in test_pipeline.py adds one, with the same name), so runs are found by id, not by name alone.
+    """
+    root, _ = project
+    client = store(root)
+    experiment = client.get_experiment_by_name("mnist-mlp")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
+    assert runs and all(r.info.status == "FINISHED" for r in runs)
+    return experiment, runs, runs[0]
+
+
+def run_link(page, experiment, run):
+    """The link to this run, named with its run name."""
+    return page.get_by_role("link", name=run.info.run_name, exact=True).and_(
+        page.locator(f'a[href$="#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}"]'))
+
+
+def test_ui_lists_the_experiment_its_run_and_params(mlflow_ui, page, logged):
+    experiment, runs, run = logged
+    page.goto(f"{mlflow_ui}/#/experiments")
+    experiment_link = page.get_by_role("link", name="mnist-mlp", exact=True)
+    expect(experiment_link).to_be_visible()
+
+    # The UI starts in its GenAI view, where an experiment opens on a traces overview; the
+    # "Model training" view opens it on its runs.
+    page.get_by_role("button", name="Model training", exact=True).click()
+    experiment_link.click()
+    expect(page).to_have_url(re.compile(rf"#/experiments/{experiment.experiment_id}$"))
+    for each in runs:
+        expect(run_link(page, experiment, each)).to_be_visible()
+    expect(page.get_by_text(re.compile(rf"^{len(runs)} matching runs?$"))).to_be_visible()
+    page.screenshot(path=SCREENSHOTS / "mlflow-experiment-runs.png", full_page=True)
+
+    run_link(page, experiment, run).click()
+    expect(page).to_have_url(re.compile(rf"#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}$"))
+    expect(page.get_by_role("heading", name=run.info.run_name, exact=True)).to_be_visible()
+    expect(page.get_by_text(run.info.run_id, exact=True)).to_be_visible()  # "About this run"
+    params = run.data.params
+    expect(page.get_by_text(f"Parameters ({len(params)})", exact=True)).to_be_visible()
+    for name in ("train.lr", "train.batch_size", "train.epochs", "model.hidden"):
+        row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=name, exact=True))
+        expect(row.get_by_role("cell")).to_have_text([name, params[name]])
+    assert params["train.lr"] == "0.1"
+    for name in PER_EPOCH:  # the metrics table shows each metric's last value
+        row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=name, exact=True))
+        expect(row).to_be_visible()
+        assert float(row.get_by_role("cell").nth(1).inner_text()) == pytest.approx(run.data.metrics[name])
+    page.screenshot(path=SCREENSHOTS / "mlflow-run-overview.png", full_page=True)
+
+
+def test_ui_charts_every_per_epoch_metric_against_its_step(mlflow_ui, page, logged):
+    experiment, _, run = logged
+    page.goto(f"{mlflow_ui}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}/model-metrics")
+    expect(page.get_by_role("heading", name=run.info.run_name, exact=True)).to_be_visible()
+    cards = page.get_by_test_id("experiment-view-compare-runs-card")
+    expect(cards.first).to_be_visible()
+
+    # The page draws only the charts in view (24 metrics here); its search takes a regex.
+    page.get_by_placeholder("Search metric charts").fill(f"^({'|'.join(PER_EPOCH)})$")
+    expect(cards).to_have_count(len(PER_EPOCH))
+    for name in PER_EPOCH:
+        card = cards.filter(has=page.get_by_role("heading", name=name, exact=True))
+        expect(card).to_have_count(1)
+        # A plotly line chart against "Step": a drawn line through one point per epoch (a second,
+        # faint trace without points is the unsmoothed line behind it).
+        line = card.locator(".scatterlayer .js-line").first
+        expect(line).to_have_attribute("d", re.compile(r"^M[-\d.]+,[-\d.]+L"))
+        expect(card.locator(".scatterlayer .point")).to_have_count(EPOCHS)
+        expect(card.locator(".xtitle")).to_have_text("Step")
+        expect(card).to_contain_text(run.info.run_name)
+    page.screenshot(path=SCREENSHOTS / "mlflow-run-metrics.png", full_page=True)
