@@ -5,13 +5,12 @@ BIN := $(CURDIR)/$(VENV)/bin
 # Stage commands in dvc.yaml call `python`: the venv's, with or without an activated shell.
 export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
-export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := true
 
 .PHONY: repro test ui bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
@@ -23,6 +22,10 @@ test: $(VENV)/.installed
 
 ui: $(VENV)/.installed
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+bench: $(VENV)/.installed
+	dvc repro download
+	PYTHONPATH=src python bench/bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

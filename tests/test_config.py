@@ -52,6 +52,7 @@ def test_numeric_strings_are_coerced(tmp_path):
         (lambda r: r["train"].update(optimizer="rmsprop"), "train.optimizer = 'rmsprop': expected one of sgd, adamw"),
         (lambda r: r["train"].update(momentum=1.0), "train.momentum = 1.0: must be in [0, 1)"),
         (lambda r: r["train"].update(lr_decay=0.5), "unknown key train.lr_decay"),
+        (lambda r: r["train"].update(label_smoothing=1), "train.label_smoothing = 1: must be in [0, 1)"),
         (lambda r: r.update(sed=1), "unknown key sed"),
         (lambda r: r["model"].update(hidden=[]), "model.hidden = []: must list at least one width"),
         (lambda r: r["model"].update(hidden="128"), "model.hidden = '128': expected a list of integers"),

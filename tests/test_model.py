@@ -46,11 +46,28 @@ def test_missing_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "model.pt")
 
 
-def test_corrupt_checkpoint(tmp_path):
+def test_not_a_checkpoint_at_all(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"model.pt: not a PyTorch checkpoint \(not a zip archive\)"):
+        load_checkpoint(path)
+
+
+def test_truncated_checkpoint(tmp_path):
     path = tmp_path / "model.pt"
     save_checkpoint(MLP(ARTICLE), ARTICLE, path)
-    path.write_bytes(path.read_bytes()[: 1000])
-    with pytest.raises(CheckpointError, match=r"model.pt: not a readable PyTorch checkpoint"):
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"model.pt: not a PyTorch checkpoint \(not a zip archive\)"):
+        load_checkpoint(path)
+
+
+def test_damaged_weights_are_caught(tmp_path):
+    path = tmp_path / "model.pt"
+    save_checkpoint(MLP(ARTICLE), ARTICLE, path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)  # torch.load alone would accept this
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match=r"model.pt: corrupt: archive/data/\d+ does not match its checksum"):
         load_checkpoint(path)
 
 
@@ -82,6 +99,6 @@ class _Payload:
 def test_loading_never_executes_code_from_the_file(tmp_path):
     path, marker = tmp_path / "model.pt", tmp_path / "pwned"
     torch.save({"model_config": _Payload(marker), "state_dict": {}}, path)
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="model.pt: refused: it holds objects other than tensors"):
         load_checkpoint(path)
     assert not marker.exists()

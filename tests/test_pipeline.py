@@ -57,7 +57,7 @@ def test_one_mlflow_run_with_everything(project):
     params = yaml.safe_load((root / "params.yaml").read_text())
     assert run.data.params["train.lr"] == str(params["train"]["lr"])
     assert run.data.params["model.hidden"] == "[32, 16]"
-    assert len(run.data.params) == 13  # every value of params.yaml
+    assert len(run.data.params) == 14  # every value of params.yaml
 
     history = json.loads((root / "metrics/history.json").read_text())
     for metric in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):

@@ -29,7 +29,7 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = REPO / "test-artifacts"
 PER_EPOCH = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 # The UI scrolls inside its own panel, so a "full page" screenshot is only the viewport: make it
-# tall enough for the whole run overview (24 metrics, 13 params).
+# tall enough for the whole run overview (24 metrics, 14 params).
 VIEWPORT = {"width": 1440, "height": 1800}
 WAIT_MS = 30_000  # first loads of the UI's bundle on 2 busy cores take seconds
 SERVER_START_S = 90  # `mlflow server --workers 1` takes about 13 s here

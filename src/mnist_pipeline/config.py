@@ -26,7 +26,7 @@ def _non_negative(value: float) -> str | None:
     return None if value >= 0 else "must be >= 0"
 
 
-def _momentum(value: float) -> str | None:
+def _fraction(value: float) -> str | None:
     return None if 0 <= value < 1 else "must be in [0, 1)"
 
 
@@ -51,8 +51,10 @@ class TrainConfig:
     epochs: int = _check(_at_least_one)
     batch_size: int = _check(_at_least_one)
     optimizer: Literal["sgd", "adamw"]
-    momentum: float = _check(_momentum)
+    momentum: float = _check(_fraction)
     weight_decay: float = _check(_non_negative)
+    # Share of the target spread over the other classes (0: plain cross-entropy, as the article).
+    label_smoothing: float = _check(_fraction)
     # "onecycle" warms up to `lr` and anneals to near zero over the whole run.
     schedule: Literal["constant", "onecycle"]
     # Continue an interrupted run of the same parameters from its last finished epoch.

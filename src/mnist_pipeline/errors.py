@@ -1,6 +1,12 @@
 """Failures a user can act on: stages print their message alone, without a traceback."""
 
 
+def brief(exc: BaseException, limit: int = 300) -> str:
+    """An exception's text on one line, cut to `limit` characters, for inclusion in our messages."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class PipelineError(Exception):
     """Base of the errors below; each message names the file, key or URI at fault."""
 

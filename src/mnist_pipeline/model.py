@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mnist_pipeline.config import ModelConfig, from_dict
-from mnist_pipeline.errors import CheckpointError, ParamsError
+from mnist_pipeline.errors import CheckpointError, ParamsError, brief
 from mnist_pipeline.files import save_torch
 
 INPUT_SHAPE = (1, 28, 28)
@@ -47,12 +47,23 @@ def load_checkpoint(path: str | Path) -> tuple[MLP, ModelConfig]:
     """Rebuild the model from `path` alone; never runs code stored in the file."""
     path = Path(path)
     try:
-        # weights_only: tensors and plain containers only, so a crafted file cannot execute code.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        # torch.save writes a zip archive with a CRC per record; torch.load does not check them.
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
     except FileNotFoundError:
         raise CheckpointError(f"{path}: file not found; run `dvc repro train` first") from None
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_brief(exc)})") from None
+    except zipfile.BadZipFile:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (not a zip archive)") from None
+    if damaged:
+        raise CheckpointError(f"{path}: corrupt: {damaged} does not match its checksum")
+    try:
+        # weights_only: tensors and plain containers only, so a crafted file cannot execute code.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: refused: it holds objects other than tensors and plain "
+                              "containers, and loading those could run code") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({brief(exc)})") from None
     if not isinstance(checkpoint, dict) or not {"model_config", "state_dict"} <= checkpoint.keys():
         raise CheckpointError(f"{path}: not a checkpoint of this project (needs model_config and state_dict)")
     try:
@@ -63,14 +74,10 @@ def load_checkpoint(path: str | Path) -> tuple[MLP, ModelConfig]:
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: weights do not fit the architecture {cfg}: {_brief(exc)}") from None
+        raise CheckpointError(f"{path}: weights do not fit the architecture {cfg}: {brief(exc)}") from None
     return model.eval(), cfg
 
 
 def _plain(cfg: ModelConfig) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
-
-def _brief(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."

@@ -3,6 +3,8 @@
 import contextlib
 import os
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from mlflow.models import infer_signature  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from mnist_pipeline.config import Params, flatten  # noqa: E402
-from mnist_pipeline.errors import TrackingError  # noqa: E402
+from mnist_pipeline.errors import TrackingError, brief  # noqa: E402
 
 MODEL_DIGEST_TAG = "model_sha256"  # ties a run to the exact models/model.pt it produced
 MODEL_URI_TAG = "model_uri"
@@ -127,20 +129,33 @@ def _connect(experiment: str) -> str:
     """Point MLflow at the store and return the experiment id, creating it on first use."""
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        _check_reachable(uri)
     try:
         found = mlflow.get_experiment_by_name(experiment)
         if found:
             return found.experiment_id
         return _create_experiment(experiment, uri)
     except MlflowException as exc:
-        raise TrackingError(f"MLflow tracking store {uri} is not usable: {_brief(exc)}") from None
+        raise TrackingError(f"MLflow tracking store {uri} is not usable: {brief(exc)}") from None
+
+
+def _check_reachable(uri: str) -> None:
+    """A server that is down or unknown fails here, with the reason, before any training."""
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
+    except urllib.error.HTTPError:
+        pass  # it answered: reachable, whatever it thinks of /health
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(f"MLflow tracking server {uri} is not reachable: {reason}") from None
 
 
 def _create_experiment(experiment: str, uri: str) -> str:
     # Artifacts go beside the store at the real root; MLflow's default (./mlruns of the current
     # directory) would put them inside DVC's temporary copy, deleted after the experiment.
     location = (project_root() / "mlruns").as_uri() if uri.startswith("sqlite:") else None
-    # Opens in the UI's model-training view, not the GenAI one.
+    # Marks a model-training experiment; MLflow 3 otherwise assumes a GenAI one.
     tags = {"mlflow.experimentKind": "custom_model_development"}
     try:
         return mlflow.create_experiment(experiment, artifact_location=location, tags=tags)
@@ -186,7 +201,3 @@ def _run_name(params: Params, commit: str) -> str:
     t = params.train
     return f"{who} lr={t.lr:g} bs={t.batch_size} ep={t.epochs} {t.optimizer}"
 
-
-def _brief(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 300 else text[:297] + "..."

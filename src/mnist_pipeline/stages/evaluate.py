@@ -36,7 +36,7 @@ def evaluate(params_path: str, data_dir: str, model_path: str, eval_path: str, p
         tracking.log_artifacts([Path(eval_path)], "metrics")
         version, champion = tracking.register_model(params.tracking.registered_model, run_id, report["test_accuracy"])
     print(f"evaluate: registered {params.tracking.registered_model} version {version}"
-          + (f", now @{tracking.CHAMPION}" if champion else f", @{tracking.CHAMPION} unchanged (it scores higher)"))
+          + (f", now @{tracking.CHAMPION}" if champion else f", @{tracking.CHAMPION} unchanged (it scores at least as high)"))
 
 
 def main(argv: list[str] | None = None) -> int:

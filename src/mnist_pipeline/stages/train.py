@@ -27,11 +27,10 @@ def train(params_path: str, data_dir: str, model_path: str, history_path: str) -
     state_path = Path(model_path).with_name("train_state.pt")
     key = resume.fingerprint(params, Path(data_dir))
     restored = resume.restore(state_path, key, training) if params.train.resume else None
-    history, run_id = restored or ([], None)
-    print(f"train: {len(train_set)} images on {device}, {params.train.epochs} epochs"
-          + (f", resuming after epoch {len(history)}" if history else ""), flush=True)
-
-    with tracking.training_run(params, resume_run_id=run_id) as run_id:
+    history, interrupted_run = restored or ([], None)
+    with tracking.training_run(params, resume_run_id=interrupted_run) as run_id:
+        print(f"train: {len(train_set)} images on {device}, {params.train.epochs} epochs"
+              + (f", resuming after epoch {len(history)}" if history else ""), flush=True)
         started = time.perf_counter()
         for record in engine.fit(training, train_set, test_set, params.train, len(history) + 1, _progress_bar):
             seconds = time.perf_counter() - started

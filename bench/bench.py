@@ -1,0 +1,292 @@
+"""Benchmark: the article's training loop as published against this project's, at the article's
+settings (SGD lr 0.001, batch 64), and the tuned configuration's time to 98.3 % test accuracy.
+
+    make bench                                   # the full run, a few minutes on 2 cores
+    python bench/bench.py --epochs 1 --repeats 1 # quicker, noisier
+
+Both loops run in this one process, interleaved, so the machine's noise hits both alike. The
+last line is machine-readable: speedup=<ratio> tuned_accuracy=<fraction> tuned_seconds=<s>
+"""
+
+import argparse
+import dataclasses
+import gzip
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+import yaml
+from torch import nn
+from torchvision.transforms import ToTensor
+
+from mnist_pipeline import engine
+from mnist_pipeline.config import Params, from_dict
+from mnist_pipeline.data import load_split
+
+TARGET = 0.983
+# The tuned recipe: the same 784-128-64-10 MLP, trained differently. README gives it as a
+# `dvc exp run -S` command built from this mapping; a test keeps the two in step.
+TUNED = {
+    "model.normalize": True,
+    "train.optimizer": "adamw",
+    "train.schedule": "onecycle",
+    "train.lr": 0.008,
+    "train.batch_size": 512,
+    "train.epochs": 12,
+    "train.weight_decay": 0.01,
+    "train.label_smoothing": 0.1,
+}
+
+
+
+def tuned_command() -> str:
+    """The README's command for the tuned run."""
+    value = lambda v: str(v).lower() if isinstance(v, bool) else str(v)  # noqa: E731
+    return "dvc exp run -n tuned " + " ".join(f"-S {k}={value(v)}" for k, v in TUNED.items())
+
+
+# ---- The article's code as published: its model, loops and settings; only the prints are gone. ----
+device = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear_1 = nn.Linear(28 * 28, 128)
+        self.linear_2 = nn.Linear(128, 64)
+        self.linear_3 = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = x.view(-1, 28 * 28)
+        x = torch.relu(self.linear_1(x))
+        x = torch.relu(self.linear_2(x))
+        logits = self.linear_3(x)
+        return logits
+
+
+def train(dataloader, model, loss_fn, optimizer):
+    total_loss, total_correct = 0, 0
+    for x, y in dataloader:
+        x, y = x.to(device), y.to(device)
+        y_pred = model(x)
+        loss = loss_fn(y_pred, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item()
+        total_correct += (y_pred.argmax(1) == y).sum().item()
+    return total_correct / len(dataloader.dataset), total_loss / len(dataloader)
+
+
+def test(dataloader, model, loss_fn):
+    total_loss, total_correct = 0, 0
+    with torch.no_grad():
+        for x, y in dataloader:
+            x, y = x.to(device), y.to(device)
+            y_pred = model(x)
+            loss = loss_fn(y_pred, y)
+            total_loss += loss.item()
+            total_correct += (y_pred.argmax(1) == y).sum().item()
+    return total_correct / len(dataloader.dataset), total_loss / len(dataloader)
+
+
+def article_loaders(root: str):
+    train_dataset = torchvision.datasets.MNIST(root, train=True, transform=ToTensor(), download=True)
+    test_dataset = torchvision.datasets.MNIST(root, train=False, transform=ToTensor(), download=True)
+    train_dataloader = torch.utils.data.DataLoader(train_dataset, batch_size=64, shuffle=True)
+    test_dataloader = torch.utils.data.DataLoader(test_dataset, batch_size=64)
+    return train_dataloader, test_dataloader
+
+
+def article_epochs(loaders, epochs: int, seed: int):
+    """The article's fit(): train then test, each epoch. Yields (seconds, test accuracy, test loss)."""
+    torch.manual_seed(seed)
+    model = Model().to(device)
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.001)
+    for _ in range(epochs):
+        started = time.perf_counter()
+        train(loaders[0], model, loss_fn, optimizer)
+        test_acc, test_loss = test(loaders[1], model, loss_fn)
+        yield time.perf_counter() - started, test_acc, test_loss
+# ---- end of the article's code ----
+
+
+def our_epochs(params: Params, data, seed: int, epochs: int | None = None):
+    """This project's loop (engine.fit, as the train stage runs it). Yields like article_epochs."""
+    train_cfg = dataclasses.replace(params.train, epochs=epochs or params.train.epochs)
+    params = dataclasses.replace(params, seed=seed, train=train_cfg)
+    training = engine.Training.create(params, len(data[0]), data[0].labels.device)
+    started = time.perf_counter()
+    for record in engine.fit(training, data[0], data[1], params.train):
+        yield time.perf_counter() - started, record["test_accuracy"], record["test_loss"]
+        started = time.perf_counter()
+
+
+def with_overrides(params_path: Path, overrides: dict) -> Params:
+    """params.yaml with `dvc exp run -S key=value` style overrides applied, validated as usual."""
+    raw = yaml.safe_load(params_path.read_text())
+    for dotted, value in overrides.items():
+        *sections, key = dotted.split(".")
+        node = raw
+        for section in sections:
+            node = node[section]
+        node[key] = value
+    return from_dict(Params, raw, source=f"{params_path} with overrides")
+
+
+def torchvision_root(data_dir: Path, workdir: Path) -> str:
+    """torchvision's folder layout, holding our verified files decompressed: it downloads nothing."""
+    raw = workdir / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for gz in data_dir.glob("*-ubyte.gz"):
+        (raw / gz.name.removesuffix(".gz")).write_bytes(gzip.decompress(gz.read_bytes()))
+    return str(workdir)
+
+
+def matmul_rate(seconds: float = 0.5) -> float:
+    """FLOP/s of the dominant matmul of the article's step (batch 64 through the first layer)."""
+    a, b = torch.randn(64, 784, device=device), torch.randn(784, 128, device=device)
+    for _ in range(10):
+        a @ b
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        count += 1
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * 64 * 784 * 128 * count / (time.perf_counter() - started)
+
+
+def flops_per_epoch(hidden: tuple[int, ...], n_train: int, n_test: int) -> float:
+    """Multiply-adds x 2 of one epoch: forward, backward (no input gradient for the first layer), test."""
+    widths = [784, *hidden, 10]
+    forward = sum(2 * a * b for a, b in zip(widths, widths[1:]))
+    backward = forward + sum(2 * a * b for a, b in zip(widths[1:], widths[2:]))
+    return n_train * (forward + backward) + n_test * forward
+
+
+def time_to_target(params: Params, data, seed: int, target: float) -> tuple[float, float, list]:
+    """Train to the end; return seconds until test accuracy first reached `target` (nan if never),
+    the final accuracy, and the (elapsed, accuracy) curve."""
+    elapsed, reached, curve = 0.0, math.nan, []
+    for seconds, accuracy, _ in our_epochs(params, data, seed):
+        elapsed += seconds
+        curve.append((elapsed, accuracy))
+        if accuracy >= target and math.isnan(reached):
+            reached = elapsed
+    return reached, curve[-1][1], curve
+
+
+def spread_agrees(a: list[float], b: list[float]) -> tuple[bool, float, float]:
+    """Do two sets of final losses agree within their seed-to-seed noise? (3 sigma of the difference.)"""
+    gap = abs(statistics.mean(a) - statistics.mean(b))
+    if len(a) < 2:
+        return gap <= 0.05 * statistics.mean(a), gap, 0.05 * statistics.mean(a)
+    bound = 3 * math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) + 1e-3
+    return gap <= bound, gap, bound
+
+
+def plot_curves(curves: dict[str, list], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, curve in curves.items():
+        ax.plot([0] + [t for t, _ in curve], [0.1] + [a for _, a in curve], marker="o", ms=3, label=label)
+    ax.axhline(TARGET, color="gray", ls="--", lw=1, label=f"{TARGET:.1%}")
+    ax.set(xlabel="wall-clock seconds of training", ylabel="test accuracy", ylim=(0, 1),
+           title="Test accuracy against training time (same machine, same run)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    gpu = f", GPU {torch.cuda.get_device_name()}" if device == "cuda" else ""
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} on {device} ({torch.get_num_threads()} threads){gpu}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("data/mnist"), help="folder of the raw MNIST files")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per repetition")
+    parser.add_argument("--repeats", type=int, default=3, help="repetitions (seeds 0..N-1) of each loop")
+    parser.add_argument("--tuned-repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("bench/out"), help="folder for the plot")
+    args = parser.parse_args(argv)
+
+    article_params = with_overrides(args.params, {})
+    tuned_params = with_overrides(args.params, TUNED)
+    print(f"machine: {machine()}", flush=True)
+    dev = torch.device(device)
+    data = (load_split(args.data, train=True).to(dev), load_split(args.data, train=False).to(dev))
+    n_train, n_test = len(data[0]), len(data[1])
+    with tempfile.TemporaryDirectory() as tmp:
+        loaders = article_loaders(torchvision_root(args.data, Path(tmp)))
+        # Warm-up: first-touch costs (page faults, kernels, caches) are not a loop's speed.
+        list(article_epochs(loaders, 1, seed=0))
+        list(our_epochs(article_params, data, seed=0, epochs=1))
+
+        times = {"article": [], "ours": []}
+        final_loss = {"article": [], "ours": []}
+        curves = {}
+        for seed in range(args.repeats):
+            for name, epochs in (("article", article_epochs(loaders, args.epochs, seed)),
+                                 ("ours", our_epochs(article_params, data, seed, args.epochs))):
+                elapsed, curve = 0.0, []
+                for seconds, accuracy, loss in epochs:
+                    times[name].append(seconds)
+                    elapsed += seconds
+                    curve.append((elapsed, accuracy))
+                final_loss[name].append(loss)
+                curves.setdefault(name, curve)
+                print(f"  {name:7s} seed {seed}: {[round(s, 2) for s in times[name][-args.epochs:]]} s/epoch, "
+                      f"test loss {loss:.4f}", flush=True)
+
+    article_s, ours_s = statistics.median(times["article"]), statistics.median(times["ours"])
+    speedup = article_s / ours_s
+    rate = matmul_rate()
+    flops = flops_per_epoch(article_params.model.hidden, n_train, n_test)
+    agree, gap, bound = spread_agrees(final_loss["article"], final_loss["ours"])
+    print(f"article loop : median {article_s:.3f} s/epoch, {n_train / article_s:,.0f} samples/s")
+    print(f"this project : median {ours_s:.3f} s/epoch, {n_train / ours_s:,.0f} samples/s")
+    print(f"speedup      : {speedup:.1f}x ({args.epochs} epochs x {args.repeats} repeats each, after a warm-up)")
+    print(f"compute floor: {flops / 1e9:.1f} GFLOP/epoch at {rate / 1e9:.0f} GFLOP/s (batch-64 matmul) "
+          f"= {flops / rate:.3f} s/epoch; this project is at {ours_s / (flops / rate):.1f}x the floor")
+    print(f"final test loss after {args.epochs} epochs: article {statistics.mean(final_loss['article']):.4f}, "
+          f"ours {statistics.mean(final_loss['ours']):.4f}, gap {gap:.4f} "
+          f"{'<=' if agree else '>'} {bound:.4f} (3 sigma of seed noise): {'agree' if agree else 'DISAGREE'}")
+
+    runs = [time_to_target(tuned_params, data, seed=0, target=TARGET) for _ in range(args.tuned_repeats)]
+    tuned_seconds = statistics.median(r[0] for r in runs)
+    tuned_accuracy = runs[0][1]
+    curves["tuned"] = runs[0][2]
+    print(f"tuned        : {tuned_command()}")
+    print(f"tuned        : test accuracy {tuned_accuracy:.4f}; reached {TARGET} after {tuned_seconds:.1f} s "
+          f"of training (median of {args.tuned_repeats})")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot_curves({"article's loop, article settings": curves["article"],
+                 "this project, article settings": curves["ours"],
+                 "this project, tuned": curves["tuned"]}, args.out / "accuracy_vs_time.png")
+    print(f"plot         : {args.out / 'accuracy_vs_time.png'}")
+    print(f"speedup={speedup:.2f} tuned_accuracy={tuned_accuracy:.4f} tuned_seconds={tuned_seconds:.2f}")
+    return 0 if agree else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
