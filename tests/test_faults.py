@@ -1,7 +1,10 @@
 """Stages fail loudly and early, and leave nothing half-written: each case provoked for real."""
 
+import concurrent.futures
+import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +16,9 @@ import yaml
 
 from mnist_pipeline.config import load_params
 
+from mnist_pipeline.stages import evaluate as evaluate_stage
+from mnist_pipeline.stages import train as train_stage
+
 from conftest import REPO, train_in_process, write_synthetic_mnist
 
 pytestmark = pytest.mark.slow
@@ -22,14 +28,18 @@ N_TRAIN, N_TEST = 2048, 256
 SETTINGS = {"epochs": 4, "batch_size": 4, "lr": 0.05}
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    write_synthetic_mnist(tmp_path / "data", N_TRAIN, N_TEST)
+def make_workdir(folder: Path) -> Path:
+    write_synthetic_mnist(folder / "data", N_TRAIN, N_TEST)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["model"]["hidden"] = [32, 16]
     params["train"].update(SETTINGS)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    return tmp_path
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    return folder
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return make_workdir(tmp_path)
 
 
 def stage(name: str, workdir: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
@@ -68,90 +78,119 @@ def uninterrupted_history(workdir: Path) -> list[dict]:
     return [{k: round(v, 6) for k, v in r.items()} for r in records]
 
 
-def interrupt(workdir: Path, sig: signal.Signals) -> str:
-    proc = train(workdir)
-    wait_for_epoch(proc, 1)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    return err
+@dataclasses.dataclass
+class Stopped:
+    workdir: Path
+    returncode: int
+    err: str
+    statuses: list[str]  # of the MLflow runs, right after the stop
+    model_written: bool
 
 
-def test_sigterm_leaves_previous_model_and_marks_run_killed(workdir):
-    previous = b"the previous good model"
-    (workdir / "models").mkdir()
-    (workdir / "models" / "model.pt").write_bytes(previous)
-    err = interrupt(workdir, signal.SIGTERM)
-    assert "interrupted (Terminated); outputs of this stage were not written" in err
-    assert (workdir / "models" / "model.pt").read_bytes() == previous  # untouched, never half-written
-    assert sorted(p.name for p in (workdir / "models").iterdir()) == ["model.pt", "train_state.pt"]
-    assert run_statuses(workdir) == ["KILLED"]
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory) -> dict[str, Stopped]:
+    """Three training runs, each stopped inside epoch 2: by SIGTERM, by Ctrl-C, and by SIGKILL.
+    They run at once, each watched by its own thread: start-up is most of their time."""
+
+    def stop(folder: Path, sig: signal.Signals) -> Stopped:
+        if sig == signal.SIGTERM:  # a previous good model, which must survive
+            (folder / "models").mkdir()
+            (folder / "models" / "model.pt").write_bytes(PREVIOUS)
+        proc = train(folder)
+        wait_for_epoch(proc, 1)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        return Stopped(folder, proc.returncode, err, run_statuses(folder), (folder / "models" / "model.pt").exists())
+
+    plan = {"sigterm": signal.SIGTERM, "sigint": signal.SIGINT, "sigkill": signal.SIGKILL}
+    folders = {name: make_workdir(tmp_path_factory.mktemp(name)) for name in plan}  # not thread-safe
+    with concurrent.futures.ThreadPoolExecutor(len(plan)) as pool:
+        futures = {name: pool.submit(stop, folders[name], sig) for name, sig in plan.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
-def test_ctrl_c_then_resume_gives_the_uninterrupted_result(workdir):
-    err = interrupt(workdir, signal.SIGINT)
-    assert "interrupted (KeyboardInterrupt)" in err
-    assert not (workdir / "models" / "model.pt").exists()
-    assert run_statuses(workdir) == ["KILLED"]
+PREVIOUS = b"the previous good model"
 
-    resumed = train(workdir)
+
+def test_sigterm_leaves_previous_model_and_marks_run_killed(interrupted):
+    stopped = interrupted["sigterm"]
+    assert stopped.returncode == 130, stopped.err
+    assert "interrupted (Terminated); outputs of this stage were not written" in stopped.err
+    models = stopped.workdir / "models"
+    assert (models / "model.pt").read_bytes() == PREVIOUS  # untouched, never half-written
+    assert sorted(p.name for p in models.iterdir()) == ["model.pt", "train_state.pt"]
+    assert stopped.statuses == ["KILLED"]
+
+
+def test_ctrl_c_leaves_no_model_and_marks_run_killed(interrupted):
+    stopped = interrupted["sigint"]
+    assert stopped.returncode == 130, stopped.err
+    assert "interrupted (KeyboardInterrupt)" in stopped.err
+    assert sorted(p.name for p in (stopped.workdir / "models").iterdir()) == ["train_state.pt"]
+    assert stopped.statuses == ["KILLED"]
+
+
+def test_killed_outright_then_resumed_to_the_uninterrupted_result(interrupted):
+    stopped = interrupted["sigkill"]
+    assert stopped.returncode == -signal.SIGKILL and not stopped.model_written  # no handler ran
+    assert stopped.statuses == ["RUNNING"]  # nothing could mark it; the resumed run finishes it
+
+    resumed = train(stopped.workdir)
     out, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err
     assert "resuming after epoch 1" in out and "epoch: 1," not in out
-    history = json.loads((workdir / "metrics" / "history.json").read_text())
-    assert history == uninterrupted_history(workdir)
-    assert not (workdir / "models" / "train_state.pt").exists()
-    assert run_statuses(workdir) == ["FINISHED"]  # the same run, reopened and completed
+    history = json.loads((stopped.workdir / "metrics" / "history.json").read_text())
+    assert history == uninterrupted_history(stopped.workdir)
+    assert not (stopped.workdir / "models" / "train_state.pt").exists()
+    assert run_statuses(stopped.workdir) == ["FINISHED"]  # the same run, reopened and completed
 
 
-def test_killed_outright_then_resumed(workdir):
-    proc = train(workdir)
-    wait_for_epoch(proc, 1)
-    proc.kill()  # SIGKILL: no handler runs
-    proc.communicate(timeout=60)
-    assert not (workdir / "models" / "model.pt").exists()
-    assert run_statuses(workdir) == ["RUNNING"]  # nothing can mark it; the resume below finishes it
-
-    resumed = train(workdir)
-    out, err = resumed.communicate(timeout=120)
-    assert resumed.returncode == 0, err
-    assert json.loads((workdir / "metrics" / "history.json").read_text()) == uninterrupted_history(workdir)
-    assert run_statuses(workdir) == ["FINISHED"]
+@pytest.fixture
+def inside(workdir, monkeypatch):
+    """Run stages in this process (no start-up cost) in `workdir`, logging to its own store."""
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    return workdir
 
 
-def test_divergence_stops_before_writing_a_model(workdir):
-    params = yaml.safe_load((workdir / "params.yaml").read_text())
-    params["train"]["lr"] = 1e6
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = train(workdir)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 1
-    assert "error: epoch 1: training loss became " in err
-    assert "lower train.lr (now 1000000.0)" in err
-    assert not (workdir / "models" / "model.pt").exists() and "epoch: 1," not in out
-    assert run_statuses(workdir) == ["FAILED"]
+TRAIN_ARGS = ["--params", "params.yaml", "--data", "data", "--model", "models/model.pt",
+              "--history", "metrics/history.json"]
+EVALUATE_ARGS = ["--params", "params.yaml", "--data", "data", "--model", "models/model.pt",
+                 "--metrics", "metrics/eval.json", "--predictions", "metrics/predictions.csv"]
 
 
-def test_bad_params_stop_before_any_work(workdir):
-    (workdir / "params.yaml").write_text((workdir / "params.yaml").read_text().replace("lr: 0.05", "lr: -1"))
-    (workdir / "data").rename(workdir / "elsewhere")  # would fail later, if anything ran
-    proc = train(workdir)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1
-    assert err == "error: params.yaml: train.lr = -1: must be > 0\n" and out == ""
-    assert not (workdir / "mlflow.db").exists()
+def test_divergence_stops_before_writing_a_model(inside, capsys):
+    params = yaml.safe_load((inside / "params.yaml").read_text())
+    params["train"].update(lr=1e6, batch_size=64)
+    (inside / "params.yaml").write_text(yaml.safe_dump(params))
+    assert train_stage.main(TRAIN_ARGS) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: epoch 1: training loss became ")
+    assert re.search(r"became (nan|inf) at batch \d+; lower train.lr \(now 1000000.0\)\n$", captured.err)
+    assert "epoch: 1," not in captured.out
+    assert not (inside / "models" / "model.pt").exists() and not (inside / "metrics").exists()
+    assert run_statuses(inside) == ["FAILED"]
 
 
-def test_tracking_server_down_fails_fast_before_training(workdir):
+def test_bad_params_stop_before_any_work(inside, capsys):
+    (inside / "params.yaml").write_text((inside / "params.yaml").read_text().replace("lr: 0.05", "lr: -1"))
+    assert train_stage.main(TRAIN_ARGS) == 1
+    captured = capsys.readouterr()
+    assert captured.err == "error: params.yaml: train.lr = -1: must be > 0\n" and captured.out == ""
+    assert sorted(p.name for p in inside.iterdir()) == ["data", "params.yaml"]  # no store, no outputs
+
+
+def test_tracking_server_down_fails_fast_before_training(inside, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     started = time.monotonic()
-    proc = train(workdir, env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
-    out, err = proc.communicate(timeout=60)
+    assert train_stage.main(TRAIN_ARGS) == 1
     elapsed = time.monotonic() - started
-    assert proc.returncode == 1
-    assert err.startswith("error: MLflow tracking server http://127.0.0.1:9 is not reachable: ")
-    assert "Connection refused" in err
-    assert "epoch: 1," not in out and not (workdir / "models" / "model.pt").exists()
-    assert elapsed < 20, f"took {elapsed:.1f} s"
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: MLflow tracking server http://127.0.0.1:9 is not reachable: ")
+    assert "Connection refused" in captured.err
+    assert "epoch: 1," not in captured.out and not (inside / "models" / "model.pt").exists()
+    assert elapsed < 5, f"took {elapsed:.1f} s"
 
 
 @pytest.mark.parametrize(
@@ -161,12 +200,10 @@ def test_tracking_server_down_fails_fast_before_training(workdir):
         (b"garbage", "models/model.pt: not a PyTorch checkpoint (not a zip archive)"),
     ],
 )
-def test_evaluate_names_a_missing_or_corrupt_model(workdir, content, message):
+def test_evaluate_names_a_missing_or_corrupt_model(inside, capsys, content, message):
     if content is not None:
-        (workdir / "models").mkdir()
-        (workdir / "models" / "model.pt").write_bytes(content)
-    proc = stage("evaluate", workdir, "--params", "params.yaml", "--data", "data", "--model", "models/model.pt",
-                 "--metrics", "metrics/eval.json", "--predictions", "metrics/predictions.csv")
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1 and err.startswith(f"error: {message}")
-    assert not (workdir / "metrics").exists()
+        (inside / "models").mkdir()
+        (inside / "models" / "model.pt").write_bytes(content)
+    assert evaluate_stage.main(EVALUATE_ARGS) == 1
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not (inside / "metrics").exists()

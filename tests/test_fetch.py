@@ -76,8 +76,8 @@ def test_bad_checksum_falls_back_to_next_mirror(tmp_path, mirror):
     assert leftovers(tmp_path / "data") == sorted(files)
 
 
-def test_bad_checksum_everywhere_leaves_nothing(tmp_path, mirror):
-    _, files = mirror
+def test_bad_checksum_everywhere_leaves_nothing_and_a_good_source_then_works(tmp_path, mirror):
+    good, files = mirror
     bad = tmp_path / "bad"
     bad.mkdir()
     for name in files:
@@ -91,6 +91,8 @@ def test_bad_checksum_everywhere_leaves_nothing(tmp_path, mirror):
     assert f"{bad / first}: checksum mismatch" in message
     assert UNREACHABLE + first in message and MIRROR_ENV in message
     assert leftovers(dest) == []  # no wrong file, no temporary file
+    fetch(dest, [str(good)], files)  # no cleanup needed first
+    assert leftovers(dest) == sorted(files)
 
 
 def test_wrong_file_already_in_data_is_replaced(tmp_path, mirror):

@@ -1,6 +1,7 @@
 """The only module that talks to MLflow: one run per pipeline execution, shared by its stages."""
 
 import contextlib
+import logging
 import os
 import subprocess
 import urllib.error
@@ -23,6 +24,9 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from mnist_pipeline.config import Params, flatten  # noqa: E402
 from mnist_pipeline.errors import TrackingError, brief  # noqa: E402
+
+# The stages print their own one-line summaries; MLflow's INFO chatter would only repeat them.
+logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 MODEL_DIGEST_TAG = "model_sha256"  # ties a run to the exact models/model.pt it produced
 MODEL_URI_TAG = "model_uri"

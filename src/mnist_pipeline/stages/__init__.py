@@ -14,7 +14,7 @@ class Terminated(BaseException):
 
 def run_stage(work: Callable[[], None]) -> int:
     """Run a stage's work; a PipelineError prints its message alone and exits 1."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         work()
     except PipelineError as exc:
@@ -23,6 +23,8 @@ def run_stage(work: Callable[[], None]) -> int:
     except (KeyboardInterrupt, Terminated) as exc:
         print(f"interrupted ({type(exc).__name__}); outputs of this stage were not written", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 
