@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mnist_pipeline.errors import FetchError
 from mnist_pipeline.fetch import MIRROR_ENV, MNIST_FILES, PUBLIC_MIRRORS, fetch, mirrors_from_env
 from mnist_pipeline.files import digest
 from mnist_pipeline.stages import download
@@ -21,6 +22,16 @@ def mirror(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A folder of synthetic MNIST files and their md5s, standing in for the official ones."""
     folder = write_synthetic_mnist(tmp_path / "mirror")
     return folder, {p.name: digest(p, "md5") for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture
+def bad_mirror(tmp_path: Path, mirror) -> Path:
+    """A folder with every file of `mirror` under its name, but the wrong content."""
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for name in mirror[1]:
+        (folder / name).write_bytes(b"not mnist")
+    return folder
 
 
 @pytest.fixture
@@ -65,54 +76,48 @@ def test_fetch_over_http(tmp_path, http_mirror):
     assert {p.name: digest(p, "md5") for p in (tmp_path / "data").iterdir()} == files
 
 
-def test_bad_checksum_falls_back_to_next_mirror(tmp_path, mirror):
+def test_bad_checksum_falls_back_to_next_mirror(tmp_path, mirror, bad_mirror):
     folder, files = mirror
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    for name in files:
-        (bad / name).write_bytes(b"not mnist")
-    origins = fetch(tmp_path / "data", [str(bad), str(folder)], files)
+    origins = fetch(tmp_path / "data", [str(bad_mirror), str(folder)], files)
     assert all(origin.startswith(str(folder)) for origin in origins.values())
     assert leftovers(tmp_path / "data") == sorted(files)
 
 
-def test_bad_checksum_everywhere_leaves_nothing_and_a_good_source_then_works(tmp_path, mirror):
+def test_bad_checksum_everywhere_leaves_nothing_and_a_good_source_then_works(tmp_path, mirror, bad_mirror):
     good, files = mirror
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    for name in files:
-        (bad / name).write_bytes(b"not mnist")
     dest = tmp_path / "data"
-    with pytest.raises(Exception) as caught:
-        fetch(dest, [str(bad), UNREACHABLE], files)
+    with pytest.raises(FetchError) as caught:
+        fetch(dest, [str(bad_mirror), UNREACHABLE], files)
     message = str(caught.value)
     first = next(iter(files))
     assert f"could not fetch {first}" in message
-    assert f"{bad / first}: checksum mismatch" in message
+    assert f"{bad_mirror / first}: checksum mismatch" in message
     assert UNREACHABLE + first in message and MIRROR_ENV in message
     assert leftovers(dest) == []  # no wrong file, no temporary file
     fetch(dest, [str(good)], files)  # no cleanup needed first
     assert leftovers(dest) == sorted(files)
 
 
-def test_wrong_file_already_in_data_is_replaced(tmp_path, mirror):
-    folder, files = mirror
+@pytest.fixture
+def data_with_a_wrong_file(tmp_path, mirror) -> tuple[Path, str]:
+    """data/ holding the first file under its name, truncated, as a crash might leave it."""
     dest = tmp_path / "data"
     dest.mkdir()
-    name = next(iter(files))
+    name = next(iter(mirror[1]))
     (dest / name).write_bytes(b"truncated")
+    return dest, name
+
+
+def test_wrong_file_already_in_data_is_replaced(mirror, data_with_a_wrong_file):
+    (folder, files), (dest, name) = mirror, data_with_a_wrong_file
     fetch(dest, [str(folder)], files)
     assert digest(dest / name, "md5") == files[name]
 
 
-def test_wrong_file_is_removed_even_when_no_source_works(tmp_path, mirror):
-    _, files = mirror
-    dest = tmp_path / "data"
-    dest.mkdir()
-    name = next(iter(files))
-    (dest / name).write_bytes(b"truncated")
-    with pytest.raises(Exception, match="could not fetch"):
-        fetch(dest, [UNREACHABLE], files)
+def test_wrong_file_is_removed_even_when_no_source_works(mirror, data_with_a_wrong_file):
+    dest, _ = data_with_a_wrong_file
+    with pytest.raises(FetchError, match="could not fetch"):
+        fetch(dest, [UNREACHABLE], mirror[1])
     assert leftovers(dest) == []
 
 
@@ -120,7 +125,7 @@ def test_missing_file_on_mirror_is_named(tmp_path, mirror):
     folder, files = mirror
     name = next(iter(files))
     (folder / name).unlink()
-    with pytest.raises(Exception, match=f"{folder / name}: .*No such file"):
+    with pytest.raises(FetchError, match=f"{folder / name}: .*No such file"):
         fetch(tmp_path / "data", [str(folder)], files)
 
 

@@ -1,5 +1,6 @@
 """Entry points of the DVC stages: each parses the paths dvc.yaml gives it and calls into the package."""
 
+import argparse
 import signal
 import sys
 from collections.abc import Callable
@@ -12,11 +13,18 @@ class Terminated(BaseException):
     """SIGTERM, raised like KeyboardInterrupt so open runs are closed and temporary files removed."""
 
 
-def run_stage(work: Callable[[], None]) -> int:
-    """Run a stage's work; a PipelineError prints its message alone and exits 1."""
+def run_stage(work: Callable[..., None], doc: str, argv: list[str] | None, **options: str) -> int:
+    """Parse a required `--name` for each option (value: its help), call `work(name=value, ...)`.
+
+    A PipelineError prints its message alone and exits 1; Ctrl-C and SIGTERM exit 130.
+    """
+    parser = argparse.ArgumentParser(description=doc)
+    for name, help_text in options.items():
+        parser.add_argument(f"--{name}", required=True, help=help_text)
+    args = vars(parser.parse_args(argv))
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        work()
+        work(**args)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

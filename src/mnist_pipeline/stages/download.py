@@ -1,7 +1,5 @@
 """DVC stage `download`: fetch the four raw MNIST files and verify their checksums."""
 
-import argparse
-
 from mnist_pipeline.fetch import fetch, mirrors_from_env
 from mnist_pipeline.stages import run_stage
 
@@ -12,10 +10,7 @@ def download(out: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", required=True, help="folder for the raw files")
-    args = parser.parse_args(argv)
-    return run_stage(lambda: download(args.out))
+    return run_stage(download, __doc__, argv, out="folder for the raw files")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """DVC stage `plot`: loss and accuracy curves, sample digits and the confusion matrix as PNGs."""
 
-import argparse
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -15,42 +14,36 @@ from mnist_pipeline.stages import run_stage
 SAMPLES = 10  # the article's row of the first training images
 
 
-def plot(params_path: str, data_dir: str, model_path: str, history_path: str, eval_path: str, out_dir: str) -> None:
-    params = load_params(params_path)
-    history, evaluation = read_json(history_path), read_json(eval_path)
-    model, _ = load_checkpoint(model_path)
-    first = load_split(data_dir, train=True)
+def plot(params: str, data: str, model: str, history: str, metrics: str, out: str) -> None:
+    cfg = load_params(params)
+    records, evaluation = read_json(history), read_json(metrics)
+    mlp, _ = load_checkpoint(model)
+    first = load_split(data, train=True)
     images, labels = first.images[:SAMPLES], first.labels[:SAMPLES]
-    predicted = engine.predict(model, images).argmax(1)
+    predicted = engine.predict(mlp, images).argmax(1)
     figures = {
-        "loss.png": plots.curves(history, "loss", "Cross-entropy loss"),
-        "accuracy.png": plots.curves(history, "accuracy", "Accuracy"),
+        "loss.png": plots.curves(records, "loss", "Cross-entropy loss"),
+        "accuracy.png": plots.curves(records, "accuracy", "Accuracy"),
         "samples.png": plots.sample_grid(images.numpy(), labels.tolist(), predicted.tolist()),
         "confusion.png": plots.confusion(evaluation["confusion_matrix"]),
     }
     paths = []
     for name, figure in figures.items():
-        path = Path(out_dir) / name
+        path = Path(out) / name
         with atomic_path(path) as tmp:
-            # Fixed metadata, so the same figure gives the same bytes and DVC sees no change.
+            # No software version in the metadata: the same figure gives the same bytes.
             figure.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
         plt.close(figure)
         paths.append(path)
     print(f"plot: wrote {', '.join(str(p) for p in paths)}")
-    with tracking.stage_run(params, digest(model_path)):
+    with tracking.stage_run(cfg, digest(model)):
         tracking.log_artifacts(paths, "plots")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", required=True)
-    parser.add_argument("--data", required=True, help="folder of the raw MNIST files")
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--history", required=True)
-    parser.add_argument("--metrics", required=True, help="evaluation JSON")
-    parser.add_argument("--out", required=True, help="folder for the PNGs")
-    args = parser.parse_args(argv)
-    return run_stage(lambda: plot(args.params, args.data, args.model, args.history, args.metrics, args.out))
+    return run_stage(plot, __doc__, argv, params="parameters file", data="folder of the raw MNIST files",
+                     model="checkpoint", history="per-epoch metrics JSON", metrics="evaluation JSON",
+                     out="folder for the PNGs")
 
 
 if __name__ == "__main__":

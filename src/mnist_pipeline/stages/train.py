@@ -1,6 +1,5 @@
 """DVC stage `train`: the article's MLP and loop on preloaded tensors, logged as one MLflow run."""
 
-import argparse
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,33 +15,33 @@ from mnist_pipeline.model import save_checkpoint
 from mnist_pipeline.stages import run_stage
 
 
-def train(params_path: str, data_dir: str, model_path: str, history_path: str) -> None:
-    params = load_params(params_path)
+def train(params: str, data: str, model: str, history: str) -> None:
+    cfg = load_params(params)
     device = engine.pick_device()
-    train_set = load_split(data_dir, train=True).to(device)
-    test_set = load_split(data_dir, train=False).to(device)
+    train_set = load_split(data, train=True).to(device)
+    test_set = load_split(data, train=False).to(device)
 
-    training = engine.Training.create(params, len(train_set), device)
+    training = engine.Training.create(cfg, len(train_set), device)
     # Resume state lives beside the model; it is deleted once the model is written.
-    state_path = Path(model_path).with_name("train_state.pt")
-    key = resume.fingerprint(params, Path(data_dir))
-    restored = resume.restore(state_path, key, training) if params.train.resume else None
-    history, interrupted_run = restored or ([], None)
-    with tracking.training_run(params, resume_run_id=interrupted_run) as run_id:
-        print(f"train: {len(train_set)} images on {device}, {params.train.epochs} epochs"
-              + (f", resuming after epoch {len(history)}" if history else ""), flush=True)
+    state_path = Path(model).with_name("train_state.pt")
+    key = resume.fingerprint(cfg, Path(data))
+    restored = resume.restore(state_path, key, training) if cfg.train.resume else None
+    records, interrupted_run = restored or ([], None)
+    with tracking.training_run(cfg, resume_run_id=interrupted_run) as run_id:
+        print(f"train: {len(train_set)} images on {device}, {cfg.train.epochs} epochs"
+              + (f", resuming after epoch {len(records)}" if records else ""), flush=True)
         started = time.perf_counter()
-        for record in engine.fit(training, train_set, test_set, params.train, len(history) + 1, _progress_bar):
+        for record in engine.fit(training, train_set, test_set, cfg.train, len(records) + 1, _progress_bar):
             seconds = time.perf_counter() - started
-            history.append({k: round(v, 6) for k, v in record.items()})
+            records.append({k: round(v, 6) for k, v in record.items()})
             tracking.log_epoch(record)
             print(_epoch_line(record, seconds), flush=True)
-            if params.train.resume:
-                resume.save(state_path, key, run_id, history, training)
+            if cfg.train.resume:
+                resume.save(state_path, key, run_id, records, training)
             started = time.perf_counter()
-        save_checkpoint(training.model, params.model, model_path)
-        write_json(history_path, history)
-        tracking.log_model(training.model, test_set.images[:4], digest(model_path))
+        save_checkpoint(training.model, cfg.model, model)
+        write_json(history, records)
+        tracking.log_model(training.model, test_set.images[:4], digest(model))
     state_path.unlink(missing_ok=True)
 
 
@@ -58,14 +57,8 @@ def _epoch_line(r: dict, seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", required=True)
-    parser.add_argument("--data", required=True, help="folder of the raw MNIST files")
-    parser.add_argument("--model", required=True, help="checkpoint to write")
-    parser.add_argument("--history", required=True, help="per-epoch metrics JSON to write")
-    args = parser.parse_args(argv)
-    return run_stage(lambda: train(args.params, args.data, args.model, args.history))
-
+    return run_stage(train, __doc__, argv, params="parameters file", data="folder of the raw MNIST files",
+                     model="checkpoint to write", history="per-epoch metrics JSON to write")
 
 if __name__ == "__main__":
     raise SystemExit(main())
