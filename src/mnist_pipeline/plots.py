@@ -1,19 +1,18 @@
-"""The pipeline's figures: pure matplotlib, a figure in return, nothing written."""
+"""The pipeline's figures: pure matplotlib, a figure in return, nothing written.
+
+Figures are made without pyplot: no display backend, no global registry to close them from.
+"""
 
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on servers and CI
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 
 def curves(history: Sequence[dict], metric: str, label: str) -> Figure:
     """Train and test `metric` against the epoch, as the article plots them."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     epochs = [r["epoch"] for r in history]
     for split in ("train", "test"):
         ax.plot(epochs, [r[f"{split}_{metric}"] for r in history], label=f"{split}_{metric}")
@@ -26,7 +25,8 @@ def curves(history: Sequence[dict], metric: str, label: str) -> Figure:
 
 def sample_grid(images: np.ndarray, labels: Sequence[int], predicted: Sequence[int]) -> Figure:
     """The article's row of digits, each titled with its label and the model's prediction."""
-    fig, axes = plt.subplots(1, len(images), figsize=(len(images), 1.4))
+    fig = Figure(figsize=(len(images), 1.4))
+    axes = fig.subplots(1, len(images))
     for ax, image, label, guess in zip(np.atleast_1d(axes), images, labels, predicted):
         ax.imshow(image.squeeze(), cmap="gray")
         ax.set_title(f"{label} ({guess})", fontsize=9, color="black" if label == guess else "red")
@@ -39,7 +39,8 @@ def sample_grid(images: np.ndarray, labels: Sequence[int], predicted: Sequence[i
 def confusion(matrix: Sequence[Sequence[int]]) -> Figure:
     """Counts of actual (rows) against predicted (columns) digits."""
     counts = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.subplots()
     ax.imshow(counts, cmap="Blues")
     for (row, col), n in np.ndenumerate(counts):
         ax.text(col, row, str(n), ha="center", va="center", fontsize=7,

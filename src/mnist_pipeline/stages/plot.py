@@ -2,8 +2,6 @@
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from mnist_pipeline import engine, plots, tracking
 from mnist_pipeline.config import load_params
 from mnist_pipeline.data import load_split
@@ -33,7 +31,6 @@ def plot(params: str, data: str, model: str, history: str, metrics: str, out: st
         with atomic_path(path) as tmp:
             # No software version in the metadata: the same figure gives the same bytes.
             figure.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-        plt.close(figure)
         paths.append(path)
     print(f"plot: wrote {', '.join(str(p) for p in paths)}")
     with tracking.stage_run(cfg, digest(model)):
