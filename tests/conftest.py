@@ -78,6 +78,7 @@ TINY = {"epochs": EPOCHS, "batch_size": 32, "lr": 0.1}
 
 
 def sh(*cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command as a user would: this venv's tools first on PATH, no DVC or MLflow settings leaking in."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "MNIST_MIRROR"):
         env.pop(name, None)
@@ -89,7 +90,7 @@ def sh(*cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     return done
 
 
-def make_project(root: Path, **train) -> Path:
+def make_project(root: Path) -> Path:
     """A copy of this repo's pipeline with tiny params, committed, its download stage pre-filled.
 
     The official checksums are never relaxed: the synthetic files are recorded as the download
@@ -100,7 +101,7 @@ def make_project(root: Path, **train) -> Path:
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["model"]["hidden"] = [32, 16]
-    params["train"].update(TINY, **train)
+    params["train"].update(TINY)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", cwd=root)
     sh("dvc", "init", "-q", cwd=root)

@@ -82,6 +82,12 @@ def test_count_of_images_and_labels_differ(tiny_mnist):
         load_split(tiny_mnist, train=False)
 
 
+def test_images_of_another_size(tiny_mnist):
+    write_idx(tiny_mnist / "t10k-images-idx3-ubyte.gz", np.zeros((256, 32, 32), np.uint8), 2051)
+    with pytest.raises(DataError, match=r"images of \(32, 32\) pixels, expected \(28, 28\)"):
+        load_split(tiny_mnist, train=False)
+
+
 def test_label_out_of_range(tiny_mnist):
     write_idx(tiny_mnist / "t10k-labels-idx1-ubyte.gz", np.full(256, 11, np.uint8), 2049)
     with pytest.raises(DataError, match=r"label 11 outside 0..9"):

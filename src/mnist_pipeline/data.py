@@ -12,6 +12,7 @@ from mnist_pipeline.errors import DataError
 
 IMAGES_MAGIC = 2051  # IDX header: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # IDX header: unsigned bytes, 1 dimension
+IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
 
 
@@ -29,11 +30,13 @@ class Split:
 
 def load_split(data_dir: str | Path, train: bool) -> Split:
     """The training (60,000) or test (10,000) split, read and checked in one pass."""
-    prefix = Path(data_dir) / ("train" if train else "t10k")
-    images_path = prefix.with_name(prefix.name + "-images-idx3-ubyte.gz")
-    labels_path = prefix.with_name(prefix.name + "-labels-idx1-ubyte.gz")
+    prefix = "train" if train else "t10k"
+    images_path = Path(data_dir) / f"{prefix}-images-idx3-ubyte.gz"
+    labels_path = Path(data_dir) / f"{prefix}-labels-idx1-ubyte.gz"
     images = read_idx(images_path, IMAGES_MAGIC)
     labels = read_idx(labels_path, LABELS_MAGIC)
+    if images.shape[1:] != IMAGE_SHAPE:
+        raise DataError(f"{images_path}: images of {images.shape[1:]} pixels, expected {IMAGE_SHAPE}")
     if len(images) != len(labels):
         raise DataError(f"{images_path}: {len(images)} images but {labels_path.name} has {len(labels)} labels")
     if labels.size and labels.max() >= NUM_CLASSES:

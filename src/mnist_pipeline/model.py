@@ -10,11 +10,10 @@ import torch
 from torch import nn
 
 from mnist_pipeline.config import ModelConfig, from_dict
+from mnist_pipeline.data import IMAGE_SHAPE, NUM_CLASSES
 from mnist_pipeline.errors import CheckpointError, ParamsError, brief
 from mnist_pipeline.files import save_torch
 
-INPUT_SHAPE = (1, 28, 28)
-NUM_CLASSES = 10
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # over the 60,000 training images
 
 
@@ -25,7 +24,7 @@ class MLP(nn.Module):
         super().__init__()
         # Standardising inside the model means every consumer, MLflow serving too, feeds raw pixels.
         self.standardize = cfg.normalize
-        widths = [math.prod(INPUT_SHAPE), *cfg.hidden, NUM_CLASSES]
+        widths = [math.prod(IMAGE_SHAPE), *cfg.hidden, NUM_CLASSES]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
