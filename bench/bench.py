@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     article_params = with_overrides(args.params, {})
     tuned_params = with_overrides(args.params, TUNED)
     print(f"machine: {machine()}", flush=True)
-    dev = torch.device(device)
+    dev = engine.pick_device()  # as the train stage picks it: deterministic kernels on CUDA too
     data = (load_split(args.data, train=True).to(dev), load_split(args.data, train=False).to(dev))
     n_train, n_test = len(data[0]), len(data[1])
     with tempfile.TemporaryDirectory() as tmp:

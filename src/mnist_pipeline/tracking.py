@@ -90,8 +90,12 @@ def log_metrics(metrics: dict[str, float]) -> None:
 
 def log_model(model: torch.nn.Module, example: torch.Tensor, digest: str) -> None:
     """Log the model with a signature and an input example; tag the run with the file's digest."""
-    model = model.cpu().eval()  # torch.export (MLflow's default pt2 format) traces eval mode
-    example_np = example.cpu().numpy()
+    # Logged on the CPU, so the model loads anywhere; torch.export (MLflow's pt2) traces eval mode.
+    model, example = model.cpu().eval(), example.cpu()
+    # MLflow checks the input example by loading the model on CUDA when there is one, which a
+    # CPU export refuses; users on a GPU machine set the same variable (README, "MLflow").
+    os.environ.setdefault("MLFLOW_DEFAULT_PREDICTION_DEVICE", "cpu")
+    example_np = example.numpy()
     with torch.no_grad():
         output = model(example).numpy()
     info = mlflow.pytorch.log_model(
