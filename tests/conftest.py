@@ -15,7 +15,7 @@ import yaml
 
 from mnist_pipeline import engine
 from mnist_pipeline.config import Params, load_params
-from mnist_pipeline.data import load_split
+from mnist_pipeline.data import IMAGES_MAGIC, LABELS_MAGIC, load_split
 
 REPO = Path(__file__).resolve().parents[1]
 # Real MNIST, where the environment offers it (CI sets MNIST_MIRROR to a local copy).
@@ -43,8 +43,8 @@ def write_synthetic_mnist(folder: Path, n_train: int = 512, n_test: int = 256) -
     folder.mkdir(parents=True, exist_ok=True)
     for prefix, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
         images, labels = synthetic_split(n, seed)
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images, 2051)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels, 2049)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images, IMAGES_MAGIC)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels, LABELS_MAGIC)
     return folder
 
 
@@ -90,6 +90,14 @@ def sh(*cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     return done
 
 
+def write_tiny_params(path: Path, **train) -> None:
+    """The repo's params.yaml with a small model and these train settings, as a stage reads it."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["model"]["hidden"] = [32, 16]
+    params["train"].update(train)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def make_project(root: Path) -> Path:
     """A copy of this repo's pipeline with tiny params, committed, its download stage pre-filled.
 
@@ -99,10 +107,7 @@ def make_project(root: Path) -> Path:
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["model"]["hidden"] = [32, 16]
-    params["train"].update(TINY)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_tiny_params(root / "params.yaml", **TINY)
     sh("git", "init", "-q", cwd=root)
     sh("dvc", "init", "-q", cwd=root)
     sh("dvc", "config", "core.analytics", "false", cwd=root)
@@ -116,9 +121,16 @@ def make_project(root: Path) -> Path:
 
 
 def store(root: Path):
+    """A client of the MLflow store the stages wrote at `root`."""
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+
+
+def project_runs(root: Path, **search) -> list:
+    """The runs of the pipeline's experiment in the store at `root` (search_runs options pass through)."""
+    client = store(root)
+    return client.search_runs([client.get_experiment_by_name("mnist-mlp").experiment_id], **search)
 
 
 @pytest.fixture(scope="session")

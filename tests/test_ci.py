@@ -15,17 +15,21 @@ from conftest import REPO
 WORKFLOW = REPO / ".github" / "workflows" / "retrain.yml"
 
 
-def test_workflow_passes_actionlint():
-    actionlint = shutil.which("actionlint", path=str(Path(sys.executable).parent))
-    assert actionlint, "actionlint is a dev dependency (pyproject.toml)"
+@pytest.fixture
+def actionlint() -> str:
+    path = shutil.which("actionlint", path=str(Path(sys.executable).parent))
+    assert path, "actionlint is a dev dependency (pyproject.toml)"
+    return path
+
+
+def test_workflow_passes_actionlint(actionlint):
     done = subprocess.run([actionlint, str(WORKFLOW)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_actionlint_catches_a_broken_workflow(tmp_path):
+def test_actionlint_catches_a_broken_workflow(actionlint, tmp_path):
     broken = tmp_path / "broken.yml"
     broken.write_text(WORKFLOW.read_text().replace("github.base_ref", "github.base_reff"))
-    actionlint = shutil.which("actionlint", path=str(Path(sys.executable).parent))
     done = subprocess.run([actionlint, str(broken)], capture_output=True, text=True)
     assert done.returncode == 1 and 'property "base_reff" is not defined' in done.stdout
 

@@ -6,7 +6,7 @@ import time
 import pytest
 import yaml
 
-from conftest import EPOCHS, make_project, sh, store
+from conftest import EPOCHS, make_project, project_runs, sh, store
 
 pytestmark = pytest.mark.slow
 
@@ -22,9 +22,7 @@ def baseline(tmp_path_factory):
 
 
 def runs_by_experiment(root):
-    client = store(root)
-    experiment = client.get_experiment_by_name("mnist-mlp")
-    return client, {r.data.tags.get("dvc_experiment"): r for r in client.search_runs([experiment.experiment_id])}
+    return store(root), {r.data.tags.get("dvc_experiment"): r for r in project_runs(root)}
 
 
 def exp_rows(root) -> dict:

@@ -15,11 +15,11 @@ import pytest
 import yaml
 
 from mnist_pipeline.config import load_params
-
+from mnist_pipeline.files import rounded
 from mnist_pipeline.stages import evaluate as evaluate_stage
 from mnist_pipeline.stages import train as train_stage
 
-from conftest import REPO, train_in_process, write_synthetic_mnist
+from conftest import REPO, project_runs, train_in_process, write_synthetic_mnist, write_tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -30,10 +30,7 @@ SETTINGS = {"epochs": 4, "batch_size": 4, "lr": 0.05}
 
 def make_workdir(folder: Path) -> Path:
     write_synthetic_mnist(folder / "data", N_TRAIN, N_TEST)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["model"]["hidden"] = [32, 16]
-    params["train"].update(SETTINGS)
-    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    write_tiny_params(folder / "params.yaml", **SETTINGS)
     return folder
 
 
@@ -65,17 +62,13 @@ def wait_for_epoch(proc: subprocess.Popen, epoch: int) -> None:
 
 
 def run_statuses(workdir: Path) -> list[str]:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("mnist-mlp")
-    return [r.info.status for r in client.search_runs([experiment.experiment_id])]
+    return [r.info.status for r in project_runs(workdir)]
 
 
 def uninterrupted_history(workdir: Path) -> list[dict]:
     params = load_params(workdir / "params.yaml")
     records, _ = train_in_process(params, workdir / "data")
-    return [{k: round(v, 6) for k, v in r.items()} for r in records]
+    return [rounded(r) for r in records]
 
 
 @dataclasses.dataclass

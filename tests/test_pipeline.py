@@ -6,9 +6,10 @@ import json
 import pytest
 import yaml
 
-from conftest import EPOCHS, N_TEST, sh, store
+from conftest import EPOCHS, N_TEST, project_runs, sh, store
 
 pytestmark = pytest.mark.slow
+
 
 def test_repro_writes_every_output(project):
     root, repro = project
@@ -93,4 +94,4 @@ def test_second_repro_does_nothing_and_forced_repro_is_identical(project):
     before = {p.name: p.read_bytes() for p in (root / "metrics").iterdir()}
     sh("dvc", "repro", "--force", "--downstream", "train", cwd=root)  # download has no mirror here
     assert {p.name: p.read_bytes() for p in (root / "metrics").iterdir()} == before
-    assert len(store(root).search_runs([store(root).get_experiment_by_name("mnist-mlp").experiment_id])) == 2
+    assert len(project_runs(root)) == 2

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import EPOCHS, REPO, store
+from conftest import EPOCHS, REPO, project_runs, store
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -136,9 +136,8 @@ def logged(project):
     in test_pipeline.py adds one, with the same name), so runs are found by id, not by name alone.
     """
     root, _ = project
-    client = store(root)
-    experiment = client.get_experiment_by_name("mnist-mlp")
-    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
+    experiment = store(root).get_experiment_by_name("mnist-mlp")
+    runs = project_runs(root, order_by=["attributes.start_time DESC"])
     assert runs and all(r.info.status == "FINISHED" for r in runs)
     return experiment, runs, runs[0]
 

@@ -1,6 +1,6 @@
 """Check reproduced metrics against a committed revision: identical bytes, or numbers within a tolerance.
 
-    python -m mnist_pipeline.compare --against HEAD --tolerance 0.005
+    python -m mnist_pipeline.compare --against HEAD --tolerance 0.002
 
 On the machine that produced the committed files they must be byte-identical (tolerance 0);
 other CPUs round differently, so elsewhere test_accuracy and test_loss (final and per epoch)

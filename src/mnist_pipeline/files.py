@@ -38,6 +38,11 @@ def write_json(path: str | Path, data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def rounded(values: dict[str, float]) -> dict[str, float]:
+    """Metrics to 6 digits for the JSON files: readable, and diffs show only real changes."""
+    return {k: round(v, 6) for k, v in values.items()}
+
+
 def save_torch(path: str | Path, obj: Any) -> None:
     """torch.save, atomically and byte-for-byte reproducibly."""
     import torch  # here, not at the top: the download stage should not pay torch's import time

@@ -14,6 +14,9 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# The model is logged from the CPU; MLflow would load it on CUDA, where there is one, to check the
+# input example, and a CPU export refuses that. Users on a GPU machine set it too (README, MLflow).
+os.environ.setdefault("MLFLOW_DEFAULT_PREDICTION_DEVICE", "cpu")
 
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
@@ -92,9 +95,6 @@ def log_model(model: torch.nn.Module, example: torch.Tensor, digest: str) -> Non
     """Log the model with a signature and an input example; tag the run with the file's digest."""
     # Logged on the CPU, so the model loads anywhere; torch.export (MLflow's pt2) traces eval mode.
     model, example = model.cpu().eval(), example.cpu()
-    # MLflow checks the input example by loading the model on CUDA when there is one, which a
-    # CPU export refuses; users on a GPU machine set the same variable (README, "MLflow").
-    os.environ.setdefault("MLFLOW_DEFAULT_PREDICTION_DEVICE", "cpu")
     example_np = example.numpy()
     with torch.no_grad():
         output = model(example).numpy()

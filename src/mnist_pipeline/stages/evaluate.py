@@ -5,7 +5,7 @@ from pathlib import Path
 from mnist_pipeline import engine, tracking
 from mnist_pipeline.config import load_params
 from mnist_pipeline.data import load_split
-from mnist_pipeline.files import atomic_path, digest, write_json
+from mnist_pipeline.files import atomic_path, digest, rounded, write_json
 from mnist_pipeline.model import load_checkpoint
 from mnist_pipeline.stages import run_stage
 
@@ -18,8 +18,8 @@ def evaluate(params: str, data: str, model: str, metrics: str, predictions: str)
     predicted = logits.argmax(1)
     matrix = engine.confusion_matrix(test.labels, predicted)
     report = {
-        **{k: round(v, 6) for k, v in engine.scores(logits, test.labels).items()},
-        "per_class": {c: {k: round(v, 6) for k, v in pr.items()} for c, pr in engine.per_class(matrix).items()},
+        **rounded(engine.scores(logits, test.labels)),
+        "per_class": {c: rounded(pr) for c, pr in engine.per_class(matrix).items()},
         "confusion_matrix": matrix.tolist(),  # rows: actual digit, columns: predicted digit
     }
     write_json(metrics, report)
@@ -35,7 +35,8 @@ def evaluate(params: str, data: str, model: str, metrics: str, predictions: str)
                               for kind in ("precision", "recall")})
         tracking.log_artifacts([Path(metrics)], "metrics")
         version, promoted = tracking.register_model(name, run_id, report["test_accuracy"])
-    champion = "now @champion" if promoted else "@champion unchanged (it scores at least as high)"
+    alias = f"@{tracking.CHAMPION}"
+    champion = f"now {alias}" if promoted else f"{alias} unchanged (it scores at least as high)"
     print(f"evaluate: registered {name} version {version}, {champion}")
 
 

@@ -10,7 +10,7 @@ from tqdm import tqdm
 from mnist_pipeline import engine, resume, tracking
 from mnist_pipeline.config import load_params
 from mnist_pipeline.data import load_split
-from mnist_pipeline.files import digest, write_json
+from mnist_pipeline.files import digest, rounded, write_json
 from mnist_pipeline.model import save_checkpoint
 from mnist_pipeline.stages import run_stage
 
@@ -33,7 +33,7 @@ def train(params: str, data: str, model: str, history: str) -> None:
         started = time.perf_counter()
         for record in engine.fit(training, train_set, test_set, cfg.train, len(records) + 1, _progress_bar):
             seconds = time.perf_counter() - started
-            records.append({k: round(v, 6) for k, v in record.items()})
+            records.append(rounded(record))
             tracking.log_epoch(record)
             print(_epoch_line(record, seconds), flush=True)
             if cfg.train.resume:
@@ -59,6 +59,7 @@ def _epoch_line(r: dict, seconds: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     return run_stage(train, __doc__, argv, params="parameters file", data="folder of the raw MNIST files",
                      model="checkpoint to write", history="per-epoch metrics JSON to write")
+
 
 if __name__ == "__main__":
     raise SystemExit(main())
