@@ -1,11 +1,14 @@
 """Shared fixtures: tiny synthetic MNIST in the real file format, and the repo's own params."""
 
+import atexit
 import dataclasses
 import gzip
+import re
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +21,9 @@ from mnist_pipeline.config import Params, load_params
 from mnist_pipeline.data import IMAGES_MAGIC, LABELS_MAGIC, load_split
 
 REPO = Path(__file__).resolve().parents[1]
-# Real MNIST, where the environment offers it (CI sets MNIST_MIRROR to a local copy).
+# The real datasets, where the environment offers them (CI sets both to local copies).
 MNIST_MIRROR = os.environ.get("MNIST_MIRROR", "")
+FASHION_MNIST_MIRROR = os.environ.get("FASHION_MNIST_MIRROR", "")
 
 
 def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
@@ -77,22 +81,38 @@ N_TRAIN, N_TEST, EPOCHS = 512, 256, 2
 TINY = {"epochs": EPOCHS, "batch_size": 32, "lr": 0.1}
 
 
-def sh(*cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command as a user would: this venv's tools first on PATH, no DVC or MLflow settings leaking in."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "MNIST_MIRROR"):
-        env.pop(name, None)
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@example.com", DVC_NO_ANALYTICS="true", MLFLOW_DISABLE_TELEMETRY="true")
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+# Neither the user's git and DVC settings nor their MLflow, DVC or data variables reach the tools
+# the tests run: a test behaves the same on every machine and for every user.
+PRIVATE_CONFIG = Path(tempfile.mkdtemp(prefix="mnist-pipeline-tests-config-"))
+atexit.register(shutil.rmtree, PRIVATE_CONFIG, ignore_errors=True)
+LEAKY = ("MLFLOW_", "DVC_", "MNIST_MIRROR", "FASHION_MNIST_MIRROR", "GIT_")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a tool run as a user would run it: this venv's tools first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(LEAKY)}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1",
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@example.com",
+               DVC_GLOBAL_CONFIG_DIR=str(PRIVATE_CONFIG / "dvc-global"),
+               DVC_SYSTEM_CONFIG_DIR=str(PRIVATE_CONFIG / "dvc-system"),
+               DVC_NO_ANALYTICS="true", MLFLOW_DISABLE_TELEMETRY="true", **extra)
+    return env
+
+
+def sh(*cmd: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a command as a user would (see clean_env); fail with its output unless `check` is off."""
+    done = subprocess.run(cmd, cwd=cwd, env=env or clean_env(), capture_output=True, text=True)
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
     return done
 
 
-def write_tiny_params(path: Path, **train) -> None:
+def write_tiny_params(path: Path, dataset: str = "mnist", **train) -> None:
     """The repo's params.yaml with a small model and these train settings, as a stage reads it."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["dataset"] = dataset
     params["model"]["hidden"] = [32, 16]
     params["train"].update(train)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -125,6 +145,35 @@ def store(root: Path):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+
+
+PER_EPOCH = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+PLOTS = {f"plots/{name}.png" for name in ("loss", "accuracy", "samples", "confusion")}
+
+
+def recorded_run_id(output: str) -> str:
+    """The run id the train stage printed ("train: recorded run <id>: ...")."""
+    found = re.findall(r"train: recorded run ([0-9a-f]{32}):", output)
+    assert len(found) == 1, output
+    return found[0]
+
+
+def assert_complete_run(client, run_id: str, epochs: int, model_name: str = "mnist-mlp"):
+    """The run holds the whole record of one training: FINISHED, params, every per-epoch point, the
+    evaluation (per-class metrics and eval.json), the plots, the model, and a registered version."""
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert {"train.lr", "train.epochs", "data.dataset", "model.kind", "seed"} <= set(run.data.params)
+    for metric in PER_EPOCH:
+        assert [p.step for p in client.get_metric_history(run_id, metric)] == list(range(1, epochs + 1)), metric
+    assert "precision_0" in run.data.metrics and "recall_9" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(run_id, "plots")} == PLOTS
+    assert [a.path for a in client.list_artifacts(run_id, "metrics")] == ["metrics/eval.json"]
+    versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    assert len(versions) == 1, versions
+    (model,) = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    assert versions[0].source == f"models:/{model.model_id}"
+    return run
 
 
 def project_runs(root: Path, **search) -> list:

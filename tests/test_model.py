@@ -10,7 +10,8 @@ from mnist_pipeline.errors import CheckpointError
 from mnist_pipeline.files import digest, save_torch
 from mnist_pipeline.model import MLP, load_checkpoint, save_checkpoint
 
-ARTICLE = ModelConfig(hidden=(128, 64), normalize=False)
+ARTICLE = ModelConfig(kind="mlp", hidden=(128, 64), normalize=False)
+DIGITS = tuple("0123456789")
 
 
 def test_article_architecture():
@@ -24,19 +25,21 @@ def test_article_architecture():
 def test_normalize_standardises_inside_the_model():
     torch.manual_seed(0)
     plain = MLP(ARTICLE)
-    normalized = MLP(ModelConfig(hidden=(128, 64), normalize=True))
+    normalized = MLP(ModelConfig(kind="mlp", hidden=(128, 64), normalize=True))
     normalized.load_state_dict(plain.state_dict())  # same weights: normalisation adds none
     x = torch.rand(3, 1, 28, 28)
     assert torch.allclose(normalized(x), plain((x - 0.1307) / 0.3081), atol=1e-6)
 
 
 def test_checkpoint_round_trip_is_exact_and_reproducible(tmp_path):
-    model = MLP(ModelConfig(hidden=(32,), normalize=True))
-    save_checkpoint(model, ModelConfig(hidden=(32,), normalize=True), tmp_path / "a.pt")
-    save_checkpoint(model, ModelConfig(hidden=(32,), normalize=True), tmp_path / "b.pt")
+    cfg = ModelConfig(kind="mlp", hidden=(32,), normalize=True)
+    model = MLP(cfg)
+    classes = ("T-shirt/top", *"123456789")
+    save_checkpoint(model, cfg, classes, tmp_path / "a.pt")
+    save_checkpoint(model, cfg, classes, tmp_path / "b.pt")
     assert digest(tmp_path / "a.pt") == digest(tmp_path / "b.pt")  # DVC sees no change on a rerun
-    loaded, cfg = load_checkpoint(tmp_path / "a.pt")
-    assert cfg == ModelConfig(hidden=(32,), normalize=True) and not loaded.training
+    loaded, loaded_cfg, loaded_classes = load_checkpoint(tmp_path / "a.pt")
+    assert loaded_cfg == cfg and loaded_classes == classes and not loaded.training
     x = torch.rand(4, 1, 28, 28)
     assert torch.equal(loaded(x), model.eval()(x))
 
@@ -55,7 +58,7 @@ def test_not_a_checkpoint_at_all(tmp_path):
 
 def test_truncated_checkpoint(tmp_path):
     path = tmp_path / "model.pt"
-    save_checkpoint(MLP(ARTICLE), ARTICLE, path)
+    save_checkpoint(MLP(ARTICLE), ARTICLE, DIGITS, path)
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match=r"model.pt: not a PyTorch checkpoint \(not a zip archive\)"):
         load_checkpoint(path)
@@ -63,7 +66,7 @@ def test_truncated_checkpoint(tmp_path):
 
 def test_damaged_weights_are_caught(tmp_path):
     path = tmp_path / "model.pt"
-    save_checkpoint(MLP(ARTICLE), ARTICLE, path)
+    save_checkpoint(MLP(ARTICLE), ARTICLE, DIGITS, path)
     data = bytearray(path.read_bytes())
     data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)  # torch.load alone would accept this
     path.write_bytes(data)
@@ -73,15 +76,17 @@ def test_damaged_weights_are_caught(tmp_path):
 
 def test_checkpoint_of_another_architecture(tmp_path):
     path = tmp_path / "model.pt"
-    other = MLP(ModelConfig(hidden=(32,), normalize=False))
-    save_torch(path, {"model_config": {"hidden": [128, 64], "normalize": False}, "state_dict": other.state_dict()})
+    other = MLP(ModelConfig(kind="mlp", hidden=(32,), normalize=False))
+    save_torch(path, {"model_config": {"kind": "mlp", "hidden": [128, 64], "normalize": False}, "classes": DIGITS,
+                      "state_dict": other.state_dict()})
     with pytest.raises(CheckpointError, match=r"model.pt: weights do not fit the architecture .*size mismatch"):
         load_checkpoint(path)
 
 
 def test_checkpoint_with_bad_config(tmp_path):
     path = tmp_path / "model.pt"
-    save_torch(path, {"model_config": {"hidden": [128, 64], "dropout": 0.5}, "state_dict": {}})
+    save_torch(path, {"model_config": {"kind": "mlp", "hidden": [128, 64], "dropout": 0.5}, "classes": DIGITS,
+                      "state_dict": {}})
     with pytest.raises(CheckpointError, match=r"unknown key dropout"):
         load_checkpoint(path)
 
@@ -98,7 +103,7 @@ class _Payload:
 
 def test_loading_never_executes_code_from_the_file(tmp_path):
     path, marker = tmp_path / "model.pt", tmp_path / "pwned"
-    torch.save({"model_config": _Payload(marker), "state_dict": {}}, path)
+    torch.save({"model_config": _Payload(marker), "classes": DIGITS, "state_dict": {}}, path)
     with pytest.raises(CheckpointError, match="model.pt: refused: it holds objects other than tensors"):
         load_checkpoint(path)
     assert not marker.exists()

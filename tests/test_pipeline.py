@@ -6,7 +6,8 @@ import json
 import pytest
 import yaml
 
-from conftest import EPOCHS, N_TEST, project_runs, sh, store
+from conftest import (EPOCHS, N_TEST, assert_complete_run, clean_env, make_project, project_runs,
+                      recorded_run_id, sh, store)
 
 pytestmark = pytest.mark.slow
 
@@ -44,54 +45,83 @@ def test_dvc_reads_metrics_and_plots_without_arguments(project):
         assert title in plots
 
 
-def test_one_mlflow_run_with_everything(project):
-    root, _ = project
+def test_the_run_holds_the_whole_record(project):
+    root, repro = project
     client = store(root)
-    experiment = client.get_experiment_by_name("mnist-mlp")
-    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    (run,) = client.search_runs([experiment.experiment_id])
-    assert run.info.status == "FINISHED"
+    run = assert_complete_run(client, recorded_run_id(repro.stdout), EPOCHS)
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == "mnist-mlp"
     head = sh("git", "rev-parse", "HEAD", cwd=root).stdout.strip()
     assert run.data.tags["git_commit"] == head
     assert run.info.run_name == f"{head[:7]} lr=0.1 bs=32 ep={EPOCHS} sgd"
+    assert (run.data.tags["torch_threads"], run.data.tags["world_size"], run.data.tags["device"]) == ("1", "1", "cpu")
 
     params = yaml.safe_load((root / "params.yaml").read_text())
-    assert run.data.params["train.lr"] == str(params["train"]["lr"])
-    assert run.data.params["model.hidden"] == "[32, 16]"
-    assert len(run.data.params) == 14  # every value of params.yaml
+    flat = {f"{section}.{key}": value for section, values in params.items() if isinstance(values, dict)
+            for key, value in values.items()} | {"seed": params["seed"]}
+    assert run.data.params == {key: str(value) for key, value in flat.items()}  # every value of params.yaml
 
     history = json.loads((root / "metrics/history.json").read_text())
     for metric in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
         points = client.get_metric_history(run.info.run_id, metric)
-        assert [p.step for p in points] == list(range(1, EPOCHS + 1))
         assert [p.value for p in points] == pytest.approx([r[metric] for r in history], abs=1e-6)
-    assert "precision_0" in run.data.metrics and "recall_9" in run.data.metrics
+    # The record's evaluation is metrics/eval.json, byte for byte, though train wrote it before evaluate ran.
+    logged = client.download_artifacts(run.info.run_id, "metrics/eval.json", str(root / "downloaded"))
+    assert open(logged, "rb").read() == (root / "metrics/eval.json").read_bytes()
+    for name in ("loss", "samples"):
+        logged = client.download_artifacts(run.info.run_id, f"plots/{name}.png", str(root / "downloaded"))
+        assert open(logged, "rb").read() == (root / "plots" / f"{name}.png").read_bytes()
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.name == "mnist" and len(dataset_input.dataset.digest) == 16
+    assert any(key.startswith("system/cpu_utilization") for key in run.data.metrics)  # system metrics
 
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert artifacts == {f"plots/{n}.png" for n in ("loss", "accuracy", "samples", "confusion")}
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "metrics")] == ["metrics/eval.json"]
 
-
-def test_logged_model_has_signature_and_predicts(project):
-    import mlflow
-    import numpy as np
-
+def test_second_repro_does_nothing(project):
     root, _ = project
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    version = store(root).get_model_version_by_alias("mnist-mlp", "champion")
-    assert str(version.version) == "1"
-    info = mlflow.models.get_model_info("models:/mnist-mlp@champion")
-    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 1, 28, 28]
-    model = mlflow.pyfunc.load_model("models:/mnist-mlp@champion")
-    logits = model.predict(np.zeros((3, 1, 28, 28), dtype=np.float32))
-    assert np.asarray(logits).shape == (3, 10)
-
-
-def test_second_repro_does_nothing_and_forced_repro_is_identical(project):
-    root, _ = project
+    runs = len(project_runs(root))
     again = sh("dvc", "repro", cwd=root)
     assert "Running stage" not in again.stdout and "up to date" in again.stdout
-    before = {p.name: p.read_bytes() for p in (root / "metrics").iterdir()}
-    sh("dvc", "repro", "--force", "--downstream", "train", cwd=root)  # download has no mirror here
-    assert {p.name: p.read_bytes() for p in (root / "metrics").iterdir()} == before
-    assert len(project_runs(root)) == 2
+    assert len(project_runs(root)) == runs
+
+
+@pytest.fixture(scope="module")
+def fresh_clone(tmp_path_factory):
+    """A project whose run is committed (metrics, dvc.lock), cloned as a newcomer does, then `dvc repro`.
+
+    The clone has no model and no plots; its data comes from the original's DVC cache, as it
+    would from a download or a remote."""
+    original = make_project(tmp_path_factory.mktemp("original"))
+    sh("dvc", "repro", cwd=original)
+    sh("git", "add", "-A", cwd=original)
+    sh("git", "commit", "-qm", "the committed run", cwd=original)
+    clone = tmp_path_factory.mktemp("clone")
+    sh("git", "clone", "-q", str(original), str(clone), cwd=clone)
+    sh("dvc", "cache", "dir", "--local", str(original / ".dvc" / "cache"), cwd=clone)
+    sh("dvc", "checkout", "download", cwd=clone)
+    return original, clone, sh("dvc", "repro", cwd=clone)
+
+
+def test_a_fresh_clone_records_the_whole_run_though_dvc_skips_evaluate(fresh_clone):
+    original, clone, repro = fresh_clone
+    # The situation this guards: the retrained model is byte-identical to the committed one, so
+    # DVC skips evaluate, and the record must not depend on it.
+    assert "Running stage 'train'" in repro.stdout
+    assert "Stage 'evaluate' didn't change, skipping" in repro.stdout
+    assert (clone / "metrics/eval.json").read_bytes() == (original / "metrics/eval.json").read_bytes()
+    assert_complete_run(store(clone), recorded_run_id(repro.stdout), EPOCHS)
+
+
+def test_after_a_fresh_clone_the_champion_resolves_and_predicts(fresh_clone):
+    _, clone, _ = fresh_clone
+    code = ("import mlflow, numpy as np; m = mlflow.pyfunc.load_model('models:/mnist-mlp@champion'); "
+            "print(np.asarray(m.predict(np.zeros((2, 1, 28, 28), dtype=np.float32))).shape[0])")
+    done = sh("python", "-c", code, cwd=clone, env=clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{clone / 'mlflow.db'}"))
+    assert done.stdout.strip() == "2"
+
+
+def test_forced_repro_gives_identical_metrics_and_a_new_complete_run(fresh_clone):
+    _, clone, _ = fresh_clone
+    before = {p.name: p.read_bytes() for p in (clone / "metrics").iterdir()}
+    forced = sh("dvc", "repro", "--force", "--downstream", "train", cwd=clone)  # download has no mirror here
+    assert {p.name: p.read_bytes() for p in (clone / "metrics").iterdir()} == before
+    assert_complete_run(store(clone), recorded_run_id(forced.stdout), EPOCHS)

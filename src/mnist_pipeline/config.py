@@ -39,7 +39,13 @@ def _check(rule: typing.Callable[[Any], str | None]) -> Any:
 
 
 @dataclass(frozen=True)
+class DataConfig:
+    dataset: Literal["mnist", "fashion-mnist"]  # the keys of datasets.DATASETS
+
+
+@dataclass(frozen=True)
 class ModelConfig:
+    kind: Literal["mlp", "cnn"]
     hidden: tuple[int, ...] = _check(_widths)
     # Standardise inputs with MNIST's mean/std inside the model, so every consumer feeds raw pixels.
     normalize: bool
@@ -59,6 +65,8 @@ class TrainConfig:
     schedule: Literal["constant", "onecycle"]
     # Continue an interrupted run of the same parameters from its last finished epoch.
     resume: bool
+    # DistributedDataParallel processes on this machine, sharing each batch of batch_size.
+    processes: int = _check(_at_least_one)
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,7 @@ class TrackingConfig:
 @dataclass(frozen=True)
 class Params:
     seed: int = _check(_non_negative)
+    data: DataConfig
     model: ModelConfig
     train: TrainConfig
     tracking: TrackingConfig

@@ -1,6 +1,7 @@
-"""Load the raw IDX files once as tensors with ToTensor's values: pixels / 255 as float32, labels int64."""
+"""Load a dataset's raw IDX files once as tensors with ToTensor's values: pixels / 255 as float32, labels int64."""
 
 import gzip
+import hashlib
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 
 from mnist_pipeline.errors import DataError
+from mnist_pipeline.files import digest as file_digest
 
 IMAGES_MAGIC = 2051  # IDX header: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # IDX header: unsigned bytes, 1 dimension
@@ -26,6 +28,17 @@ class Split:
 
     def to(self, device: torch.device) -> "Split":
         return Split(self.images.to(device), self.labels.to(device))
+
+    def head(self, n: int) -> "Split":
+        return Split(self.images[:n], self.labels[:n])
+
+
+def digest(data_dir: str | Path) -> str:
+    """A short fingerprint of the raw files (names and md5s): which data a run used."""
+    h = hashlib.sha256()
+    for path in sorted(Path(data_dir).glob("*.gz")):
+        h.update(f"{path.name}:{file_digest(path, 'md5')}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def load_split(data_dir: str | Path, train: bool) -> Split:

@@ -2,7 +2,7 @@
 
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,15 +13,26 @@ from torch.nn import functional as F
 from mnist_pipeline.config import Params, TrainConfig
 from mnist_pipeline.data import NUM_CLASSES, Split
 from mnist_pipeline.errors import DivergenceError
-from mnist_pipeline.model import MLP
+from mnist_pipeline import fast_step
+from mnist_pipeline.model import build
 
 Scheduler = torch.optim.lr_scheduler.LRScheduler
 
 EVAL_BATCH = 1000  # evaluation needs no gradients, so large chunks are cheap
 
 
-def pick_device() -> torch.device:
-    """CUDA when present, else the CPU; deterministic kernels either way, so reruns match."""
+THREADS = 1  # intra-op threads per process (see setup)
+
+
+def setup() -> torch.device:
+    """Pin the thread count and pick the device; deterministic kernels either way, so reruns match.
+
+    One thread: the weights' bytes depend on the thread count (other summation orders), so it
+    must be fixed, and one thread per process keeps an epoch steady when other work shares the
+    cores (two threads on two busy cores ran 5x slower), while parallel runs use processes:
+    `dvc queue start -j 2`, or train.processes.
+    """
+    torch.set_num_threads(THREADS)
     if not torch.cuda.is_available():
         return torch.device("cpu")
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for determinism
@@ -33,7 +44,7 @@ def pick_device() -> torch.device:
 class Training:
     """Everything that changes while training: saving its state is enough to resume bit for bit."""
 
-    model: MLP
+    model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Scheduler | None
     generator: torch.Generator  # draws each epoch's shuffle
@@ -42,7 +53,7 @@ class Training:
     def create(cls, params: Params, n_train: int, device: torch.device) -> "Training":
         """A fresh, seeded run: same params, same initial weights and the same shuffles."""
         torch.manual_seed(params.seed)
-        model = MLP(params.model).to(device)
+        model = build(params.model).to(device)
         optimizer = make_optimizer(model, params.train)
         scheduler = make_scheduler(optimizer, params.train, math.ceil(n_train / params.train.batch_size))
         return cls(model, optimizer, scheduler, torch.Generator().manual_seed(params.seed))
@@ -82,33 +93,45 @@ def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device
     return torch.randperm(n, generator=generator).to(device).split(batch_size)
 
 
-def train_one_epoch(
-    model: nn.Module,
-    data: Split,
-    batches: Iterable[torch.Tensor],
-    optimizer: torch.optim.Optimizer,
-    scheduler: Scheduler | None = None,
-    label_smoothing: float = 0.0,
-) -> dict[str, float]:
+Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""A training step: (images, labels) of one batch -> (mean loss, logits), after updating the weights."""
+
+
+def make_step(training: "Training", cfg: TrainConfig) -> Step:
+    """The hand-written step where it gives the same bits (fast_step.covers), else autograd's."""
+    if fast_step.covers(training.model, training.optimizer, cfg):
+        return fast_step.sgd_step(training.model, cfg.lr, cfg.weight_decay)
+    return autograd_step(training.model, training.optimizer, training.scheduler, cfg.label_smoothing)
+
+
+def autograd_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Scheduler | None,
+                  label_smoothing: float) -> Step:
+    def step(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        return loss.detach(), logits.detach()
+
+    return step
+
+
+def train_one_epoch(step: Step, data: Split, batches: Iterable[torch.Tensor]) -> dict[str, float]:
     """One pass over `batches` of indices into `data`; loss and accuracy are means over samples.
 
     Per-batch figures stay on the device until the epoch ends: reading one every batch would
     stall a GPU, and on a CPU the extra small ops cost a tenth of the epoch. A diverged loss is
     therefore caught at the end of its epoch, and reported with the batch where it began.
     """
-    model.train()
     losses, hits, sizes = [], [], []
     for idx in batches:
-        x, y = data.images[idx], data.labels[idx]
-        logits = model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        losses.append(loss.detach())
-        hits.append((logits.argmax(1) == y).sum())
+        labels = data.labels.index_select(0, idx)
+        loss, logits = step(data.images.index_select(0, idx), labels)
+        losses.append(loss)
+        hits.append((logits.argmax(1) == labels).sum())
         sizes.append(len(idx))
     batch_losses = torch.stack(losses).double().cpu()
     finite = torch.isfinite(batch_losses)
@@ -149,15 +172,15 @@ def fit(
     progress: Callable[[Iterable[torch.Tensor], int], Iterable[torch.Tensor]] = lambda batches, epoch: batches,
 ) -> Iterator[dict[str, float]]:
     """Train epochs first_epoch..cfg.epochs, testing after each as the article does; yield one record each."""
-    t = training
+    step = make_step(training, cfg)
     for epoch in range(first_epoch, cfg.epochs + 1):
-        batches = shuffled_batches(len(train), cfg.batch_size, t.generator, train.labels.device)
+        batches = shuffled_batches(len(train), cfg.batch_size, training.generator, train.labels.device)
+        training.model.train()
         try:
-            record = train_one_epoch(t.model, train, progress(batches, epoch), t.optimizer, t.scheduler,
-                                     cfg.label_smoothing)
+            record = train_one_epoch(step, train, progress(batches, epoch))
         except DivergenceError as exc:
             raise DivergenceError(f"epoch {epoch}: {exc}; lower train.lr (now {cfg.lr})") from None
-        yield {"epoch": epoch, **record, **evaluate(t.model, test)}
+        yield {"epoch": epoch, **record, **evaluate(training.model, test)}
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
@@ -166,10 +189,10 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor) -> torch.T
     return torch.bincount(flat.cpu(), minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
 
 
-def per_class(matrix: torch.Tensor) -> dict[str, dict[str, float]]:
-    """Precision and recall of each digit; 0.0 where a class was never predicted or never present."""
+def per_class(matrix: torch.Tensor, classes: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Precision and recall of each class; 0.0 where a class was never predicted or never present."""
     hits = matrix.diag().double()
     predicted, actual = matrix.sum(0).double(), matrix.sum(1).double()
     precision = torch.where(predicted > 0, hits / predicted.clamp(min=1), 0.0)
     recall = torch.where(actual > 0, hits / actual.clamp(min=1), 0.0)
-    return {str(c): {"precision": precision[c].item(), "recall": recall[c].item()} for c in range(NUM_CLASSES)}
+    return {name: {"precision": precision[c].item(), "recall": recall[c].item()} for c, name in enumerate(classes)}

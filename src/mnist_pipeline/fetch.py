@@ -1,4 +1,4 @@
-"""Fetch the raw MNIST files from a mirror and verify them against torchvision's checksums."""
+"""Fetch a dataset's raw files from a mirror and verify them against the official checksums."""
 
 import hashlib
 import os
@@ -10,44 +10,35 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
+from mnist_pipeline.datasets import Dataset
 from mnist_pipeline.errors import FetchError
 from mnist_pipeline.files import atomic_path, digest
 
-# File name -> md5, exactly as torchvision.datasets.MNIST.resources lists them (a test checks).
-MNIST_FILES = {
-    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-}
-# torchvision.datasets.MNIST.mirrors, tried after the user's own mirror.
-PUBLIC_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
-MIRROR_ENV = "MNIST_MIRROR"
 TIMEOUT_S = 30
 
 
-def mirrors_from_env(environ: Mapping[str, str] = os.environ) -> list[str]:
-    """The user's MNIST_MIRROR (a folder or an http(s) URL) first, then the public mirrors."""
-    own = environ.get(MIRROR_ENV, "").strip()
-    return [own, *PUBLIC_MIRRORS] if own else list(PUBLIC_MIRRORS)
+def mirrors_from_env(dataset: Dataset, environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The user's own source (e.g. MNIST_MIRROR: a folder or an http(s) URL) first, then the public mirrors."""
+    own = environ.get(dataset.mirror_env, "").strip()
+    return [own, *dataset.public_mirrors] if own else list(dataset.public_mirrors)
 
 
-def fetch(dest: str | Path, mirrors: Sequence[str], files: Mapping[str, str] = MNIST_FILES) -> dict[str, str]:
-    """Make `dest` hold every file in `files` with its md5; return where each one came from."""
+def fetch(dataset: Dataset, dest: str | Path, mirrors: Sequence[str]) -> dict[str, str]:
+    """Make `dest` hold every official file of `dataset`; return where each one came from."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     origins = {}
-    for name, md5 in files.items():
+    for name, md5 in dataset.files.items():
         target = dest / name
         if target.exists() and digest(target, "md5") == md5:
             origins[name] = "already present"
             continue
         target.unlink(missing_ok=True)  # a wrong file must not outlive a failed fetch either
-        origins[name] = _fetch_one(name, md5, target, mirrors)
+        origins[name] = _fetch_one(dataset, name, md5, target, mirrors)
     return origins
 
 
-def _fetch_one(name: str, md5: str, target: Path, mirrors: Sequence[str]) -> str:
+def _fetch_one(dataset: Dataset, name: str, md5: str, target: Path, mirrors: Sequence[str]) -> str:
     failures = []
     for mirror in mirrors:
         source = _join(mirror, name)
@@ -55,6 +46,9 @@ def _fetch_one(name: str, md5: str, target: Path, mirrors: Sequence[str]) -> str
             # The file takes its real name only once its checksum matched.
             with atomic_path(target) as tmp:
                 actual = _download(source, tmp)
+                mtime = dataset.gzip_mtimes.get(name)
+                if actual != md5 and mtime and _restore_gzip_header(tmp, name, mtime, md5):
+                    return f"{source}, its gzip header restored as published"
                 if actual != md5:
                     raise ValueError(f"checksum mismatch: md5 {actual}, expected {md5}")
             return source
@@ -63,9 +57,24 @@ def _fetch_one(name: str, md5: str, target: Path, mirrors: Sequence[str]) -> str
     tried = "\n  ".join(failures)
     raise FetchError(
         f"could not fetch {name}; tried:\n  {tried}\n"
-        f"Set {MIRROR_ENV} to a folder or an http(s) URL that holds the official MNIST files, "
-        f"e.g. export {MIRROR_ENV}=/path/to/mnist"
+        f"Set {dataset.mirror_env} to a folder or an http(s) URL that holds the official {dataset.name} files, "
+        f"e.g. export {dataset.mirror_env}=/path/to/{dataset.name}"
     )
+
+
+def _restore_gzip_header(path: Path, name: str, mtime: int, md5: str) -> bool:
+    """Put back the file name and time that a packager stripped from a gzip header (RFC 1952: the
+    FNAME flag, 4 bytes of MTIME, the name after the 10-byte header); keep the result only if it is
+    byte for byte the published file, i.e. has the published md5."""
+    data = path.read_bytes()
+    if data[:4] != b"\x1f\x8b\x08\x00":  # gzip, deflate, no optional fields
+        return False
+    original = (b"\x1f\x8b\x08\x08" + mtime.to_bytes(4, "little") + data[8:10]
+                + name.removesuffix(".gz").encode() + b"\0" + data[10:])
+    if hashlib.md5(original).hexdigest() != md5:
+        return False
+    path.write_bytes(original)
+    return True
 
 
 def _join(mirror: str, name: str) -> str:

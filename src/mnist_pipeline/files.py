@@ -32,10 +32,14 @@ def _umask() -> int:
     return mask
 
 
+def json_text(data: Any) -> str:
+    """`data` as stable, diff-friendly JSON (sorted keys, one trailing newline)."""
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
 def write_json(path: str | Path, data: Any) -> None:
-    """Write `data` as stable, diff-friendly JSON (sorted keys, one trailing newline)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json_text(data))
 
 
 def rounded(values: dict[str, float]) -> dict[str, float]:

@@ -1,10 +1,12 @@
-"""The article's MLP built from its config, and checkpoints that carry that config."""
+"""The networks built from their config (the article's MLP, a small CNN), and checkpoints that carry it."""
 
 import dataclasses
 import math
 import pickle
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -17,32 +19,47 @@ from mnist_pipeline.files import save_torch
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # over the 60,000 training images
 
 
+def standardize(x: torch.Tensor) -> torch.Tensor:
+    return (x - MNIST_MEAN) / MNIST_STD
+
+
 class MLP(nn.Module):
     """The article's network: flatten, ReLU after every hidden layer, logits out (no softmax)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         # Standardising inside the model means every consumer, MLflow serving too, feeds raw pixels.
-        self.standardize = cfg.normalize
+        self.normalize = cfg.normalize
         widths = [math.prod(IMAGE_SHAPE), *cfg.hidden, NUM_CLASSES]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
-        if self.standardize:
-            x = (x - MNIST_MEAN) / MNIST_STD
+        if self.normalize:
+            x = standardize(x)
         for hidden in self.layers[:-1]:
             x = torch.relu(hidden(x))
         return self.layers[-1](x)  # CrossEntropyLoss applies the softmax
 
 
-def save_checkpoint(model: nn.Module, cfg: ModelConfig, path: str | Path) -> None:
-    """Weights plus the config that built them, so evaluate needs nothing else."""
+def build(cfg: ModelConfig) -> nn.Module:
+    """The network that `cfg` describes, freshly initialised from torch's current seed."""
+    return MLP(cfg)
+
+
+class Checkpoint(NamedTuple):
+    model: nn.Module  # in evaluation mode, on the CPU
+    config: ModelConfig
+    classes: tuple[str, ...]  # output i is classes[i]
+
+
+def save_checkpoint(model: nn.Module, cfg: ModelConfig, classes: Sequence[str], path: str | Path) -> None:
+    """Weights plus the config that built them and the class names, so no reader needs params.yaml."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_torch(path, {"model_config": _plain(cfg), "state_dict": state})
+    save_torch(path, {"model_config": _plain(cfg), "classes": list(classes), "state_dict": state})
 
 
-def load_checkpoint(path: str | Path) -> tuple[MLP, ModelConfig]:
+def load_checkpoint(path: str | Path) -> Checkpoint:
     """Rebuild the model from `path` alone; never runs code stored in the file."""
     path = Path(path)
     try:
@@ -63,18 +80,18 @@ def load_checkpoint(path: str | Path) -> tuple[MLP, ModelConfig]:
                               "containers, and loading those could run code") from None
     except (RuntimeError, EOFError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({brief(exc)})") from None
-    if not isinstance(checkpoint, dict) or not {"model_config", "state_dict"} <= checkpoint.keys():
-        raise CheckpointError(f"{path}: not a checkpoint of this project (needs model_config and state_dict)")
+    if not isinstance(checkpoint, dict) or not {"model_config", "classes", "state_dict"} <= checkpoint.keys():
+        raise CheckpointError(f"{path}: not a checkpoint of this project (needs model_config, classes and state_dict)")
     try:
         cfg = from_dict(ModelConfig, checkpoint["model_config"], source=f"{path} model_config")
     except ParamsError as exc:
         raise CheckpointError(str(exc)) from None
-    model = MLP(cfg)
+    model = build(cfg)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: weights do not fit the architecture {cfg}: {brief(exc)}") from None
-    return model.eval(), cfg
+    return Checkpoint(model.eval(), cfg, tuple(checkpoint["classes"]))
 
 
 def _plain(cfg: ModelConfig) -> dict:

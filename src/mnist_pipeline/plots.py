@@ -1,12 +1,34 @@
-"""The pipeline's figures: pure matplotlib, a figure in return, nothing written.
+"""The pipeline's figures: pure matplotlib, figures or PNG bytes in return, no file written.
 
 Figures are made without pyplot: no display backend, no global registry to close them from.
 """
 
+import io
 from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+
+SAMPLES = 10  # the article's row of the first training images
+
+
+def render(history: Sequence[dict], report: dict, samples: np.ndarray, labels: Sequence[int],
+           predicted: Sequence[int], classes: Sequence[str]) -> dict[str, bytes]:
+    """The four PNGs of a run by file name: curves, sample images, confusion matrix."""
+    figures = {
+        "loss.png": curves(history, "loss", "Cross-entropy loss"),
+        "accuracy.png": curves(history, "accuracy", "Accuracy"),
+        "samples.png": sample_grid(samples, [classes[i] for i in labels], [classes[i] for i in predicted]),
+        "confusion.png": confusion(report["confusion_matrix"], classes),
+    }
+    return {name: _png(figure) for name, figure in figures.items()}
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    # No software version in the metadata: the same figure gives the same bytes.
+    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    return buffer.getvalue()
 
 
 def curves(history: Sequence[dict], metric: str, label: str) -> Figure:
@@ -23,7 +45,7 @@ def curves(history: Sequence[dict], metric: str, label: str) -> Figure:
     return fig
 
 
-def sample_grid(images: np.ndarray, labels: Sequence[int], predicted: Sequence[int]) -> Figure:
+def sample_grid(images: np.ndarray, labels: Sequence[str], predicted: Sequence[str]) -> Figure:
     """The article's row of digits, each titled with its label and the model's prediction."""
     fig = Figure(figsize=(len(images), 1.4))
     axes = fig.subplots(1, len(images))
@@ -36,8 +58,8 @@ def sample_grid(images: np.ndarray, labels: Sequence[int], predicted: Sequence[i
     return fig
 
 
-def confusion(matrix: Sequence[Sequence[int]]) -> Figure:
-    """Counts of actual (rows) against predicted (columns) digits."""
+def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> Figure:
+    """Counts of actual (rows) against predicted (columns) classes."""
     counts = np.asarray(matrix)
     fig = Figure(figsize=(5.5, 5))
     ax = fig.subplots()
@@ -47,5 +69,8 @@ def confusion(matrix: Sequence[Sequence[int]]) -> Figure:
                 color="white" if n > counts.max() / 2 else "black")
     ticks = range(len(counts))
     ax.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="actual", title="Confusion matrix (test set)")
+    if any(len(name) > 1 for name in classes):  # names, not digits: label the ticks, slanted to fit
+        ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=7)
+        ax.set_yticklabels(classes, fontsize=7)
     fig.tight_layout()
     return fig

@@ -1,19 +1,35 @@
-"""The only module that talks to MLflow: one run per pipeline execution, shared by its stages."""
+"""The MLflow side of training: one complete record per execution of the train stage.
+
+The train stage records everything itself (params, per-epoch metrics, the evaluation, the plots,
+the model and its registered version). DVC skips evaluate and plot whenever their inputs are
+unchanged, a retrained model byte-identical to the committed one for instance, so a record
+assembled by three stages would depend on which of them DVC chose to run.
+"""
 
 import contextlib
+import functools
 import logging
 import os
+import queue
 import subprocess
+import sys
+import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 # Before mlflow is imported: a tracking server that is down should fail a stage in seconds, not
-# after minutes of retries, and nothing is sent anywhere but the tracking store.
+# after minutes of retries (this module retries where waiting makes sense), and nothing is sent
+# anywhere but the tracking store.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# System metrics every 2 s: a default run trains for under a minute, MLflow's default is 10 s.
+os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "2")
 # The model is logged from the CPU; MLflow would load it on CUDA, where there is one, to check the
 # input example, and a CPU export refuses that. Users on a GPU machine set it too (README, MLflow).
 os.environ.setdefault("MLFLOW_DEFAULT_PREDICTION_DEVICE", "cpu")
@@ -21,19 +37,31 @@ os.environ.setdefault("MLFLOW_DEFAULT_PREDICTION_DEVICE", "cpu")
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from mlflow.data.http_dataset_source import HTTPDatasetSource  # noqa: E402
+from mlflow.data.meta_dataset import MetaDataset  # noqa: E402
+from mlflow.entities import Metric  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.models import infer_signature  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from mnist_pipeline import evaluation  # noqa: E402
 from mnist_pipeline.config import Params, flatten  # noqa: E402
+from mnist_pipeline.datasets import Dataset  # noqa: E402
+from mnist_pipeline.engine import THREADS  # noqa: E402
 from mnist_pipeline.errors import TrackingError, brief  # noqa: E402
+from mnist_pipeline.files import digest, json_text  # noqa: E402
 
-# The stages print their own one-line summaries; MLflow's INFO chatter would only repeat them.
+# The stages print their own one-line summaries; MLflow's INFO chatter would only repeat them, and
+# the system-metrics monitor warns at every start on a machine without a GPU.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
+logging.getLogger("mlflow.system_metrics").setLevel(logging.ERROR)
 
 MODEL_DIGEST_TAG = "model_sha256"  # ties a run to the exact models/model.pt it produced
-MODEL_URI_TAG = "model_uri"
 CHAMPION = "champion"
+# How long a run waits for a tracking server that stopped answering, before it gives up.
+PATIENCE_S = float(os.environ.get("MNIST_TRACKING_PATIENCE_S", "600"))
+
+T = TypeVar("T")
 
 
 def project_root() -> Path:
@@ -46,112 +74,177 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
-@contextlib.contextmanager
-def training_run(params: Params, resume_run_id: str | None = None) -> Iterator[str]:
-    """Start this pipeline execution's run (or reopen an interrupted one); yield its id."""
-    experiment_id = _connect(params.tracking.experiment)
-    if resume_run_id and _exists(resume_run_id):
-        run = mlflow.start_run(run_id=resume_run_id)
-    else:
-        commit = _git_commit()
-        tags = {"git_commit": commit, "mlflow.source.git.commit": commit}
-        if os.environ.get("DVC_EXP_NAME"):
-            tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=_run_name(params, commit), tags=tags)
-        mlflow.log_params(flatten(params))
-    with _closing():
-        yield run.info.run_id
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def ui_link(base_url: str, experiment_id: str) -> str:
+    """The experiment's runs with their charts. MLflow 3.17's UI picks its view from `workflowType`
+    in the URL (then the browser's saved choice, else GenAI); it ignores the experiment's tags."""
+    return (f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+            "?workflowType=machine_learning&compareRunsMode=CHART")
+
+
+class Run:
+    """An open run of the train stage. Epochs go to the store from a background thread, in order,
+    and wait there while a tracking server is unreachable, so training never stalls on the store and
+    a server restart loses nothing."""
+
+    def __init__(self, run_id: str, experiment_id: str, uri: str):
+        self.run_id, self.experiment_id, self.uri = run_id, experiment_id, uri
+        self._client = MlflowClient(uri)
+        self._pending: queue.Queue[list[Metric] | None] = queue.Queue()
+        self._failure: BaseException | None = None
+        self._sender = threading.Thread(target=self._send, name="mlflow-epochs", daemon=True)
+        self._sender.start()
+
+    def log_epoch(self, record: dict[str, float]) -> None:
+        self._raise_failure()
+        now, step = int(time.time() * 1000), int(record["epoch"])
+        self._pending.put([Metric(k, v, now, step) for k, v in record.items() if k != "epoch"])
+
+    def backfill(self, records: list[dict[str, float]]) -> None:
+        """Send the epochs of a resumed run that its record lacks (an interruption can lose the last)."""
+        logged = {m.step for m in _patiently(self.uri, lambda: self._client.get_metric_history(
+            self.run_id, "test_accuracy"))}
+        for record in records:
+            if record["epoch"] not in logged:
+                self.log_epoch(record)
+
+    def flush(self) -> None:
+        """Wait until every epoch is in the store."""
+        self._pending.put(None)
+        self._sender.join()
+        self._raise_failure()
+
+    def complete(self, *, checkpoint: Path, model: torch.nn.Module, example: np.ndarray, report: dict,
+                 figures: dict[str, bytes], dataset: Dataset, registered_model: str) -> tuple[str, bool]:
+        """Log the rest of the record: the evaluation (metrics/eval.json's bytes and the per-class
+        figures), the plots and the model; register the model. Returns (version, became champion)."""
+        self.flush()
+        patiently = functools.partial(_patiently, self.uri)
+        patiently(lambda: mlflow.log_metrics(evaluation.per_class_metrics(report)))
+        patiently(lambda: mlflow.log_text(json_text(report), "metrics/eval.json"))
+        with tempfile.TemporaryDirectory() as folder:
+            for name, png in figures.items():
+                (Path(folder) / name).write_bytes(png)
+            patiently(lambda: mlflow.log_artifacts(folder, "plots"))
+        model_uri = patiently(lambda: _log_model(model, example))
+        patiently(lambda: mlflow.set_tag(MODEL_DIGEST_TAG, digest(checkpoint)))
+        return patiently(lambda: register(registered_model, model_uri, report["test_accuracy"], dataset.name))
+
+    def stop(self) -> None:
+        """Stop sending (the run failed or was interrupted): what is still queued is dropped."""
+        with contextlib.suppress(queue.Full):
+            self._pending.put_nowait(None)
+
+    def _send(self) -> None:
+        while (metrics := self._pending.get()) is not None:
+            try:
+                _patiently(self.uri, lambda: self._client.log_batch(self.run_id, metrics=metrics))
+            except BaseException as exc:  # handed to the training thread at its next call
+                self._failure = exc
+                return
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
 
 
 @contextlib.contextmanager
-def stage_run(params: Params, model_digest: str) -> Iterator[str]:
-    """Continue the run that trained the model with this digest (a new run if the store lost it)."""
-    experiment_id = _connect(params.tracking.experiment)
-    found = mlflow.search_runs(
-        [experiment_id],
-        filter_string=f"tags.{MODEL_DIGEST_TAG} = '{model_digest}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-        output_format="list",
-    )
-    if found:
-        run = mlflow.start_run(run_id=found[0].info.run_id)
-    else:
-        run = mlflow.start_run(experiment_id=experiment_id, tags={MODEL_DIGEST_TAG: model_digest})
-    with _closing():
-        yield run.info.run_id
+def training_run(params: Params, dataset: Dataset, data_digest: str, device: str,
+                 resume_run_id: str | None = None) -> Iterator[Run]:
+    """Start this execution's run (or reopen an interrupted one): FINISHED at the end, FAILED on an
+    error, KILLED on Ctrl-C or SIGTERM; never left RUNNING."""
+    uri = tracking_uri()
+    experiment = params.tracking.experiment
+    experiment_id = _connect(experiment, uri)
+    try:
+        if resume_run_id and _exists(resume_run_id):
+            mlflow.start_run(run_id=resume_run_id, log_system_metrics=True)
+        else:
+            _start(params, dataset, data_digest, device, experiment_id)
+    except MlflowException as exc:
+        raise _refusal(exc, uri, experiment) or TrackingError(f"MLflow tracking store {uri}: {brief(exc)}") from None
+    run = Run(mlflow.active_run().info.run_id, experiment_id, uri)
+    try:
+        yield run
+    except Exception:
+        run.stop()
+        _end("FAILED", uri)
+        raise
+    except BaseException:  # KeyboardInterrupt, and the stages' SIGTERM handler
+        run.stop()
+        _end("KILLED", uri)
+        raise
+    _end("FINISHED", uri)
 
 
-def log_epoch(record: dict[str, float]) -> None:
-    metrics = {k: v for k, v in record.items() if k != "epoch"}
-    mlflow.log_metrics(metrics, step=int(record["epoch"]))
+def _start(params: Params, dataset: Dataset, data_digest: str, device: str, experiment_id: str) -> None:
+    commit = _git_commit()
+    tags = {"git_commit": commit, "mlflow.source.git.commit": commit, "device": device,
+            "torch_threads": str(THREADS), "world_size": str(params.train.processes)}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+    mlflow.start_run(experiment_id=experiment_id, run_name=_run_name(params, commit), tags=tags,
+                     log_system_metrics=True)
+    mlflow.log_params(flatten(params))
+    # The data as an input of the run: the UI shows which files (name and digest) trained it.
+    source = HTTPDatasetSource(dataset.public_mirrors[0])
+    mlflow.log_input(MetaDataset(source, name=dataset.name, digest=data_digest), context="training")
 
 
-def log_metrics(metrics: dict[str, float]) -> None:
-    mlflow.log_metrics(metrics)
-
-
-def log_model(model: torch.nn.Module, example: torch.Tensor, digest: str) -> None:
-    """Log the model with a signature and an input example; tag the run with the file's digest."""
+def _log_model(model: torch.nn.Module, example: np.ndarray) -> str:
+    """Log the model with a signature and an input example; return its URI."""
     # Logged on the CPU, so the model loads anywhere; torch.export (MLflow's pt2) traces eval mode.
-    model, example = model.cpu().eval(), example.cpu()
-    example_np = example.numpy()
+    model = model.cpu().eval()
     with torch.no_grad():
-        output = model(example).numpy()
+        output = model(torch.from_numpy(example)).numpy()
     info = mlflow.pytorch.log_model(
         model,
         name="model",
-        signature=infer_signature(example_np, output),
-        input_example=example_np,
+        signature=infer_signature(example, output),
+        input_example=example,
         # Explicit, so MLflow does not infer requirements in a subprocess that may reach the network.
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
     )
-    mlflow.set_tags({MODEL_DIGEST_TAG: digest, MODEL_URI_TAG: info.model_uri})
+    return info.model_uri
 
 
-def log_artifacts(paths: list[Path], folder: str | None = None) -> None:
-    for path in paths:
-        mlflow.log_artifact(str(path), artifact_path=folder)
-
-
-def register_model(name: str, run_id: str, test_accuracy: float) -> tuple[str, bool]:
-    """Register the run's model as a new version; move the champion alias only if it is better.
-
-    Returns the version and whether it became the champion.
-    """
+def register(name: str, model_uri: str, test_accuracy: float, dataset: str) -> tuple[str, bool]:
+    """Register the model as a new version; move the champion alias only to a better model of the
+    same dataset. Returns the version and whether it became the champion."""
     client = MlflowClient()
-    model_uri = client.get_run(run_id).data.tags[MODEL_URI_TAG]
-    version = mlflow.register_model(model_uri, name, tags={"test_accuracy": f"{test_accuracy:.6f}"}).version
+    tags = {"test_accuracy": f"{test_accuracy:.6f}", "dataset": dataset}
+    version = mlflow.register_model(model_uri, name, tags=tags).version
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
-        best = float(champion.tags.get("test_accuracy", "-1"))
     except MlflowException:  # no champion yet
-        best = -1.0
-    promoted = test_accuracy > best
+        champion = None
+    promoted = champion is None or (champion.tags.get("dataset", "mnist") == dataset
+                                    and test_accuracy > float(champion.tags.get("test_accuracy", "-1")))
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
     return version, promoted
 
 
-def _connect(experiment: str) -> str:
+def _connect(experiment: str, uri: str) -> str:
     """Point MLflow at the store and return the experiment id, creating it on first use."""
-    uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         _check_reachable(uri)
     try:
         found = mlflow.get_experiment_by_name(experiment)
-        if found:
-            return found.experiment_id
-        return _create_experiment(experiment, uri)
+        return found.experiment_id if found else _create_experiment(experiment, uri)
     except MlflowException as exc:
-        raise TrackingError(f"MLflow tracking store {uri} is not usable: {brief(exc)}") from None
+        raise _refusal(exc, uri, experiment) or TrackingError(
+            f"MLflow tracking store {uri} is not usable: {brief(exc)}") from None
 
 
 def _check_reachable(uri: str) -> None:
     """A server that is down or unknown fails here, with the reason, before any training."""
     try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=1).close()
     except urllib.error.HTTPError:
         pass  # it answered: reachable, whatever it thinks of /health
     except (urllib.error.URLError, OSError) as exc:
@@ -159,16 +252,34 @@ def _check_reachable(uri: str) -> None:
         raise TrackingError(f"MLflow tracking server {uri} is not reachable: {reason}") from None
 
 
+def _refusal(exc: MlflowException, uri: str, experiment: str) -> TrackingError | None:
+    """The server's 401 or 403 as a message that says what to do; never the password."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    status = exc.get_http_status_code()
+    if status == 401:
+        who = f"user {user!r}" if user else "a request without credentials"
+        return TrackingError(f"MLflow tracking server {uri} refused {who} (HTTP 401): set MLFLOW_TRACKING_USERNAME "
+                             "and MLFLOW_TRACKING_PASSWORD to an account of that server")
+    if status == 403:
+        return TrackingError(f"MLflow tracking server {uri}: user {user!r} lacks the EDIT permission on experiment "
+                             f"{experiment!r} (HTTP 403), so it cannot log runs there; ask an admin to grant it")
+    return None
+
+
 def _create_experiment(experiment: str, uri: str) -> str:
     # Artifacts go beside the store at the real root; MLflow's default (./mlruns of the current
-    # directory) would put them inside DVC's temporary copy, deleted after the experiment.
-    location = (project_root() / "mlruns").as_uri() if uri.startswith("sqlite:") else None
-    # Marks a model-training experiment; MLflow 3 otherwise assumes a GenAI one.
+    # directory) would put them inside DVC's temporary copy, deleted after the experiment. A
+    # server keeps them where it was told (--artifacts-destination).
+    location = None if is_server(uri) else (project_root() / "mlruns").as_uri()
+    # Marks a model-training experiment for MLflow's own tools (the UI's view follows ui_link's URL).
     tags = {"mlflow.experimentKind": "custom_model_development"}
     try:
         return mlflow.create_experiment(experiment, artifact_location=location, tags=tags)
     except MlflowException:  # a parallel queued experiment created it first
-        return mlflow.get_experiment_by_name(experiment).experiment_id
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def _exists(run_id: str) -> bool:
@@ -179,18 +290,45 @@ def _exists(run_id: str) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _closing() -> Iterator[None]:
-    """End the run FINISHED, FAILED on an error, KILLED on Ctrl-C or SIGTERM: never left RUNNING."""
-    try:
-        yield
-    except Exception:
-        mlflow.end_run("FAILED")
-        raise
-    except BaseException:  # KeyboardInterrupt, and the stages' SIGTERM handler
-        mlflow.end_run("KILLED")
-        raise
-    mlflow.end_run("FINISHED")
+def _end(status: str, uri: str) -> None:
+    if status == "FINISHED":
+        _patiently(uri, lambda: mlflow.end_run(status))
+        return
+    try:  # a failed or interrupted run is marked once, without waiting: the user is waiting for the exit
+        mlflow.end_run(status)
+    except (MlflowException, OSError):
+        pass
+
+
+def _patiently(uri: str, call: Callable[[], T]) -> T:
+    """`call()`, retried while a tracking server does not answer, for up to PATIENCE_S."""
+    gave_notice, deadline, pause = False, time.monotonic() + PATIENCE_S, 0.5
+    while True:
+        try:
+            result = call()
+        except (MlflowException, OSError) as exc:
+            if not (is_server(uri) and _unanswered(exc)):
+                raise
+            if time.monotonic() > deadline:
+                raise TrackingError(f"MLflow tracking server {uri} did not answer for {PATIENCE_S:.0f} s; "
+                                    f"the run can be resumed by running the stage again ({brief(exc)})") from None
+            if not gave_notice:
+                print(f"tracking: {uri} does not answer ({brief(exc, 120)}); training goes on, and the record "
+                      f"waits for it (up to {PATIENCE_S:.0f} s)", file=sys.stderr, flush=True)
+                gave_notice = True
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+            continue
+        if gave_notice:
+            print(f"tracking: {uri} answers again; the record is complete", file=sys.stderr, flush=True)
+        return result
+
+
+def _unanswered(exc: BaseException) -> bool:
+    """A server that is down, restarting or overloaded (worth waiting for), not one that said no."""
+    if isinstance(exc, MlflowException):
+        return exc.get_http_status_code() >= 500
+    return True  # connection errors
 
 
 def _git_commit() -> str:

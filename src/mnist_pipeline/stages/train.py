@@ -1,4 +1,4 @@
-"""DVC stage `train`: the article's MLP and loop on preloaded tensors, logged as one MLflow run."""
+"""DVC stage `train`: train on preloaded tensors and record the whole run in MLflow."""
 
 import time
 from collections.abc import Iterable
@@ -7,42 +7,65 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mnist_pipeline import engine, resume, tracking
+from mnist_pipeline import data as raw, engine, evaluation, plots, resume, tracking
 from mnist_pipeline.config import load_params
-from mnist_pipeline.data import load_split
-from mnist_pipeline.files import digest, rounded, write_json
-from mnist_pipeline.model import save_checkpoint
+from mnist_pipeline.datasets import DATASETS, Dataset
+from mnist_pipeline.files import rounded, write_json
+from mnist_pipeline.model import load_checkpoint, save_checkpoint
 from mnist_pipeline.stages import run_stage
+
+EXAMPLES = 4  # test images logged with the MLflow model as its input example
 
 
 def train(params: str, data: str, model: str, history: str) -> None:
     cfg = load_params(params)
-    device = engine.pick_device()
-    train_set = load_split(data, train=True).to(device)
-    test_set = load_split(data, train=False).to(device)
+    dataset = DATASETS[cfg.data.dataset]
+    device = engine.setup()
+    train_set = raw.load_split(data, train=True).to(device)
+    test_set = raw.load_split(data, train=False).to(device)
+    data_digest = raw.digest(data)
 
     training = engine.Training.create(cfg, len(train_set), device)
-    # Resume state lives beside the model; it is deleted once the model is written.
-    state_path = Path(model).with_name("train_state.pt")
-    key = resume.fingerprint(cfg, Path(data))
-    restored = resume.restore(state_path, key, training) if cfg.train.resume else None
-    records, interrupted_run = restored or ([], None)
-    with tracking.training_run(cfg, resume_run_id=interrupted_run) as run_id:
-        print(f"train: {len(train_set)} images on {device}, {cfg.train.epochs} epochs"
+    # Resume state lives beside the model; it is deleted once the run is complete.
+    state = resume.State(Path(model).with_name("train_state.pt"), resume.fingerprint(cfg, data_digest),
+                         enabled=cfg.train.resume)
+    records, interrupted_run = state.restore(training) or ([], None)
+    with tracking.training_run(cfg, dataset, data_digest, device.type, resume_run_id=interrupted_run) as run:
+        if tracking.is_server(run.uri):
+            print(f"train: runs at {tracking.ui_link(run.uri, run.experiment_id)}", flush=True)
+        print(f"train: {len(train_set)} {dataset.name} images on {device}, {cfg.train.epochs} epochs"
               + (f", resuming after epoch {len(records)}" if records else ""), flush=True)
+        run.backfill(records)
         started = time.perf_counter()
         for record in engine.fit(training, train_set, test_set, cfg.train, len(records) + 1, _progress_bar):
             seconds = time.perf_counter() - started
             records.append(rounded(record))
-            tracking.log_epoch(record)
+            run.log_epoch(record)
             print(_epoch_line(record, seconds), flush=True)
-            if cfg.train.resume:
-                resume.save(state_path, key, run_id, records, training)
+            state.save(run.run_id, records, training)
             started = time.perf_counter()
-        save_checkpoint(training.model, cfg.model, model)
+        save_checkpoint(training.model, cfg.model, dataset.classes, model)
         write_json(history, records)
-        tracking.log_model(training.model, test_set.images[:4], digest(model))
-    state_path.unlink(missing_ok=True)
+        _record(run, Path(model), records, test_set.to(torch.device("cpu")),
+                train_set.head(plots.SAMPLES).to(torch.device("cpu")), cfg.tracking.registered_model, dataset)
+    state.discard()
+
+
+def _record(run: tracking.Run, model: Path, records: list[dict], test: raw.Split, samples: raw.Split,
+            registered_model: str, dataset: Dataset) -> None:
+    """The evaluation and the plots as the evaluate and plot stages compute them, from the saved model."""
+    checkpoint = load_checkpoint(model)
+    report, _ = evaluation.report(checkpoint.model, test, checkpoint.classes)
+    predicted = engine.predict(checkpoint.model, samples.images).argmax(1)
+    figures = plots.render(records, report, samples.images.numpy(), samples.labels.tolist(), predicted.tolist(),
+                           checkpoint.classes)
+    version, promoted = run.complete(checkpoint=model, model=checkpoint.model, example=test.images[:EXAMPLES].numpy(),
+                                     report=report, figures=figures, dataset=dataset,
+                                     registered_model=registered_model)
+    alias = f"@{tracking.CHAMPION}"
+    champion = f"now {alias}" if promoted else f"{alias} unchanged"
+    print(f"train: recorded run {run.run_id}: test accuracy {report['test_accuracy']:.2%}; "
+          f"registered {registered_model} version {version}, {champion}", flush=True)
 
 
 def _progress_bar(batches: Iterable[torch.Tensor], epoch: int) -> Iterable[torch.Tensor]:
@@ -57,7 +80,7 @@ def _epoch_line(r: dict, seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_stage(train, __doc__, argv, params="parameters file", data="folder of the raw MNIST files",
+    return run_stage(train, __doc__, argv, params="parameters file", data="folder of the raw dataset files",
                      model="checkpoint to write", history="per-epoch metrics JSON to write")
 
 

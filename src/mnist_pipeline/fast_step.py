@@ -1,0 +1,66 @@
+"""The article's training step by hand: the MLP's forward, backward and SGD update as the ATen ops autograd runs.
+
+Autograd records a graph, allocates gradient buffers and dispatches about twice as many small ops as
+the step needs; at batch 64 that bookkeeping costs as much as the arithmetic. This step calls the
+same kernels in the same order with the same arguments, so the weights after any number of steps
+are bit-identical to the autograd step's (tests/test_fast_step.py), in about 60 % of its time.
+It covers plain SGD (weight decay allowed; no momentum, schedule or label smoothing) on the MLP on
+the CPU; everything else takes the autograd step.
+"""
+
+from collections.abc import Callable
+
+import torch
+
+from mnist_pipeline.config import TrainConfig
+from mnist_pipeline.model import MLP, standardize
+
+aten = torch.ops.aten
+MEAN = 1  # nll_loss's reduction code for "mean"
+IGNORE_INDEX = -100  # cross_entropy's default
+
+
+def covers(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> bool:
+    """Is this a run the hand-written step reproduces exactly?"""
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    plain_sgd = type(optimizer) is torch.optim.SGD and cfg.momentum == 0 and cfg.schedule == "constant"
+    return type(model) is MLP and on_cpu and plain_sgd and cfg.label_smoothing == 0 and cfg.processes == 1
+
+
+def sgd_step(model: MLP, lr: float, weight_decay: float) -> Callable[[torch.Tensor, torch.Tensor], tuple]:
+    """A step function: (images, labels) -> (mean loss, logits), after updating the weights in place."""
+    weights = [layer.weight for layer in model.layers]
+    biases = [layer.bias for layer in model.layers]
+    one = torch.ones(())
+
+    @torch.no_grad()
+    def step(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = images.flatten(1)
+        if model.normalize:
+            x = standardize(x)
+        # Forward, keeping each layer's input: nn.Linear is addmm(bias, x, W^T), then ReLU.
+        inputs = []
+        for w, b in zip(weights, biases):
+            inputs.append(x)
+            x = torch.addmm(b, x, w.t())
+            if len(inputs) < len(weights):
+                x = x.relu_()
+        logits = x
+        # cross_entropy = nll_loss(log_softmax); backward through both as autograd does.
+        log_probs = torch.log_softmax(logits, 1)
+        loss, total_weight = aten.nll_loss_forward(log_probs, labels, None, MEAN, IGNORE_INDEX)
+        grad = aten.nll_loss_backward(one, log_probs, labels, None, MEAN, IGNORE_INDEX, total_weight)
+        grad = aten._log_softmax_backward_data(grad, log_probs, 1, log_probs.dtype)
+        for i in reversed(range(len(weights))):
+            # Autograd's linear backward: grad^T @ input for the weight (not (input^T @ grad)^T, which
+            # rounds differently), the batch sum for the bias; no input gradient for the first layer.
+            grad_w, grad_b = torch.mm(grad.t(), inputs[i]), grad.sum(0)
+            if i > 0:
+                grad = aten.threshold_backward(torch.mm(grad, weights[i]), inputs[i], 0)
+            for param, g in ((weights[i], grad_w), (biases[i], grad_b)):
+                if weight_decay:
+                    g = g.add(param, alpha=weight_decay)  # torch.optim.SGD's order
+                param.add_(g, alpha=-lr)
+        return loss, logits
+
+    return step
