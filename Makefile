@@ -21,7 +21,7 @@ test: $(VENV)/.installed
 	pytest
 
 ui: $(VENV)/.installed
-	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	python -m mnist_pipeline.ui
 
 bench: $(VENV)/.installed
 	dvc repro download

@@ -1,19 +1,21 @@
-"""DVC experiments against one MLflow store: exp run (plain, --queue, --temp), diffs, bad -S values."""
+"""DVC experiments against one MLflow store: exp run (plain, --queue, --temp, back to a cached run),
+diffs, bad -S values. Every execution leaves one complete run."""
 
 import json
 import time
 
 import pytest
-import yaml
 
-from conftest import EPOCHS, make_project, project_runs, sh, store
+from conftest import EPOCHS, assert_complete_run, make_project, project_runs, sh, store
 
 pytestmark = pytest.mark.slow
+
+QUEUE_WAIT_S = 600
 
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
-    """A project whose default run is committed, as this repo's is: the base every diff compares to."""
+    """A project whose default run (lr 0.1, batch 32) is committed, as this repo's is."""
     root = make_project(tmp_path_factory.mktemp("experiments"))
     sh("dvc", "repro", cwd=root)
     sh("git", "add", "-A", cwd=root)
@@ -21,8 +23,32 @@ def baseline(tmp_path_factory):
     return root
 
 
-def runs_by_experiment(root):
-    return store(root), {r.data.tags.get("dvc_experiment"): r for r in project_runs(root)}
+def wait_for_queue(root) -> str:
+    deadline = time.monotonic() + QUEUE_WAIT_S
+    while "Queued" in (status := sh("dvc", "queue", "status", cwd=root).stdout) or "Running" in status:
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+    return status
+
+
+@pytest.fixture(scope="module")
+def experiments(baseline):
+    """Each way of running an experiment, once: --temp, two --queue'd at once, in the workspace, and
+    back to the baseline's params (its plot stage then comes from DVC's run-cache).
+    Returns {name: (lr, batch size, epochs)} and the last run's output."""
+    sh("dvc", "exp", "run", "--temp", "-n", "temp-bs64", "-S", "train.batch_size=64", cwd=baseline)
+    sh("dvc", "exp", "run", "--queue", "-n", "queued-a", "-S", "train.lr=0.05", cwd=baseline)
+    sh("dvc", "exp", "run", "--queue", "-n", "queued-b", "-S", "train.lr=0.2", cwd=baseline)
+    # Two at once, writing to the same SQLite store: no run and no metric point may be lost.
+    sh("dvc", "queue", "start", "-j", "2", cwd=baseline)
+    status = wait_for_queue(baseline)
+    assert status.count("Success") == 2, status
+    sh("dvc", "exp", "run", "-n", "lr-001", "-S", "train.lr=0.01", "-S", "train.epochs=3", cwd=baseline)
+    back = sh("dvc", "exp", "run", "-n", "back", "-S", "train.lr=0.1", "-S", f"train.epochs={EPOCHS}",
+              cwd=baseline)
+    ran = {"temp-bs64": (0.1, 64, EPOCHS), "queued-a": (0.05, 32, EPOCHS), "queued-b": (0.2, 32, EPOCHS),
+           "lr-001": (0.01, 32, 3), "back": (0.1, 32, EPOCHS)}
+    return ran, back
 
 
 def exp_rows(root) -> dict:
@@ -32,43 +58,39 @@ def exp_rows(root) -> dict:
     for baseline in shown:
         for exp in baseline.get("experiments") or []:
             for revision in exp["revs"]:
-                params = revision["data"]["params"]["params.yaml"]["data"]
-                rows[revision["name"]] = params
+                rows[revision["name"]] = revision["data"]["params"]["params.yaml"]["data"]
     return rows
 
 
-def test_exp_run_queue_and_temp_all_land_in_one_store(baseline):
-    head = sh("git", "rev-parse", "HEAD", cwd=baseline).stdout.strip()
-    sh("dvc", "exp", "run", "--temp", "-n", "temp-bs64", "-S", "train.batch_size=64", cwd=baseline)
-    sh("dvc", "exp", "run", "--queue", "-n", "queued-a", "-S", "train.lr=0.05", cwd=baseline)
-    sh("dvc", "exp", "run", "--queue", "-n", "queued-b", "-S", "train.lr=0.2", cwd=baseline)
-    # Two at once, writing to the same SQLite store: no run and no metric point may be lost.
-    sh("dvc", "queue", "start", "-j", "2", cwd=baseline)
-    deadline = time.monotonic() + 600
-    while "Queued" in (status := sh("dvc", "queue", "status", cwd=baseline).stdout) or "Running" in status:
-        assert time.monotonic() < deadline, status
-        time.sleep(2)
-    assert status.count("Success") == 2, status
-    # Last, as it leaves its params in the workspace and later experiments would start from them.
-    sh("dvc", "exp", "run", "-n", "lr-001", "-S", "train.lr=0.01", "-S", "train.epochs=3", cwd=baseline)
-
+def test_dvc_lists_every_experiment_with_its_params(baseline, experiments):
+    ran, _ = experiments
     rows = exp_rows(baseline)
-    assert rows["lr-001"]["train"]["lr"] == 0.01 and rows["lr-001"]["train"]["epochs"] == 3
-    assert rows["temp-bs64"]["train"]["batch_size"] == 64
-    assert {"queued-a", "queued-b"} <= set(rows)
+    for name, (lr, batch_size, epochs) in ran.items():
+        assert (rows[name]["train"]["lr"], rows[name]["train"]["batch_size"], rows[name]["train"]["epochs"]) == \
+               (lr, batch_size, epochs), name
 
-    client, runs = runs_by_experiment(baseline)
-    assert {"lr-001", "temp-bs64", "queued-a", "queued-b"} <= set(runs)
-    for name, epochs in (("lr-001", 3), ("temp-bs64", EPOCHS), ("queued-a", EPOCHS), ("queued-b", EPOCHS)):
-        run = runs[name]
-        assert run.info.status == "FINISHED"
+
+def test_every_experiment_is_one_complete_run_in_the_one_store(baseline, experiments):
+    ran, _ = experiments
+    head = sh("git", "rev-parse", "HEAD", cwd=baseline).stdout.strip()
+    client = store(baseline)
+    for name, (lr, batch_size, epochs) in ran.items():
+        (run,) = project_runs(baseline, filter_string=f"tags.dvc_experiment = '{name}'")
+        assert_complete_run(client, run.info.run_id, epochs)
         assert run.data.tags["git_commit"] == head
-        assert run.info.run_name.startswith(f"{name} lr=")
-        for metric in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
-            assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == list(range(1, epochs + 1))
-        assert client.list_artifacts(run.info.run_id, "plots"), name  # plot stage logged into the same run
-    # Artifacts of runs made in DVC's temporary copies live at the real root, not in a deleted copy.
-    assert all(runs[name].info.artifact_uri.startswith((baseline / "mlruns").as_uri()) for name in runs if name)
+        assert run.info.run_name == f"{name} lr={lr:g} bs={batch_size} ep={epochs} sgd"
+        # Runs made in DVC's temporary copies keep their artifacts at the real root, not in a deleted copy.
+        assert run.info.artifact_uri.startswith((baseline / "mlruns").as_uri())
+
+
+def test_a_run_cache_restore_leaves_the_record_whole(baseline, experiments):
+    _, back = experiments
+    # Back at the baseline's params: DVC restores plot from its run-cache, while train (whose
+    # history.json is cache: false) always trains, and records everything itself.
+    assert "Running stage 'train'" in back.stdout
+    assert "Stage 'plot' is cached - skipping run, checking out outputs" in back.stdout
+    (run,) = project_runs(baseline, filter_string="tags.dvc_experiment = 'back'")
+    assert_complete_run(store(baseline), run.info.run_id, EPOCHS)
 
 
 def test_bad_set_param_gives_the_params_error(baseline):
@@ -77,26 +99,29 @@ def test_bad_set_param_gives_the_params_error(baseline):
     assert "error: params.yaml: train.lr = 'abc': expected a number" in done.stdout + done.stderr
 
 
-def test_params_metrics_and_plots_diff_against_the_committed_run(baseline):
+def test_params_metrics_and_plots_diff_against_the_committed_run(baseline, experiments):
     sh("dvc", "exp", "apply", "lr-001", cwd=baseline)
-    params = json.loads(sh("dvc", "params", "diff", "--json", cwd=baseline).stdout)["params.yaml"]
-    assert (params["train.lr"]["old"], params["train.lr"]["new"]) == (0.1, 0.01)
-    assert (params["train.epochs"]["old"], params["train.epochs"]["new"]) == (EPOCHS, 3)
-    assert "train.batch_size" not in params  # unchanged keys are not listed
+    try:
+        params = json.loads(sh("dvc", "params", "diff", "--json", cwd=baseline).stdout)["params.yaml"]
+        assert (params["train.lr"]["old"], params["train.lr"]["new"]) == (0.1, 0.01)
+        assert (params["train.epochs"]["old"], params["train.epochs"]["new"]) == (EPOCHS, 3)
+        assert "train.batch_size" not in params  # unchanged keys are not listed
 
-    metrics = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=baseline).stdout)["metrics/eval.json"]
-    for key in ("test_accuracy", "test_loss"):
-        assert set(metrics[key]) == {"old", "new", "diff"} and metrics[key]["old"] != metrics[key]["new"]
+        metrics = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=baseline).stdout)["metrics/eval.json"]
+        for key in ("test_accuracy", "test_loss"):
+            assert set(metrics[key]) == {"old", "new", "diff"} and metrics[key]["old"] != metrics[key]["new"]
 
-    plots = json.loads(sh("dvc", "plots", "diff", "--json", "HEAD", cwd=baseline).stdout)["data"]
-    for name, y_label in (("Loss", "cross-entropy loss"), ("Accuracy", "accuracy (fraction)")):
-        (plot,) = plots[name]
-        assert sorted(plot["revisions"]) == ["HEAD", "workspace"]  # both revisions, overlaid
-        spec = json.dumps(plot["content"])
-        assert f"{name} per epoch" in spec and y_label in spec and '"epoch"' in spec
-        revs = {row["rev"] for row in plot["content"]["data"]["values"]}
-        assert revs == {"HEAD", "workspace"}
+        plots = json.loads(sh("dvc", "plots", "diff", "--json", "HEAD", cwd=baseline).stdout)["data"]
+        for name, y_label in (("Loss", "cross-entropy loss"), ("Accuracy", "accuracy (fraction)")):
+            (plot,) = plots[name]
+            assert sorted(plot["revisions"]) == ["HEAD", "workspace"]  # both revisions, overlaid
+            spec = json.dumps(plot["content"])
+            assert f"{name} per epoch" in spec and y_label in spec and '"epoch"' in spec
+            revs = {row["rev"] for row in plot["content"]["data"]["values"]}
+            assert revs == {"HEAD", "workspace"}
 
-    html = sh("dvc", "plots", "diff", "HEAD", "-o", str(baseline / "diff-html"), cwd=baseline)
-    assert (baseline / "diff-html" / "index.html").exists(), html.stdout
-    sh("git", "checkout", "--", "params.yaml", cwd=baseline)
+        html = sh("dvc", "plots", "diff", "HEAD", "-o", str(baseline / "diff-html"), cwd=baseline)
+        assert (baseline / "diff-html" / "index.html").exists(), html.stdout
+    finally:
+        sh("git", "checkout", "--", "params.yaml", "dvc.lock", "metrics", cwd=baseline)
+        sh("dvc", "checkout", cwd=baseline)

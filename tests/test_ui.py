@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import EPOCHS, REPO, project_runs, store
+from mnist_pipeline.tracking import ui_link
+
+from conftest import EPOCHS, PER_EPOCH, REPO, project_runs, store
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -27,7 +29,6 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 SCREENSHOTS = REPO / "test-artifacts"
-PER_EPOCH = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 # The UI scrolls inside its own panel, so a "full page" screenshot is only the viewport: make it
 # tall enough for the whole run overview (24 metrics, 14 params).
 VIEWPORT = {"width": 1440, "height": 1800}
@@ -98,22 +99,28 @@ def mlflow_ui(project, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser_context():
+def browser():
     expect.set_options(timeout=WAIT_MS)
     SCREENSHOTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport=VIEWPORT)
-            context.set_default_timeout(WAIT_MS)
-            # The assistant side panel opens by itself on a first visit and narrows every page.
-            context.add_init_script(
-                "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
-                "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
-            )
-            yield context
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser_context(browser):
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(WAIT_MS)
+    # The assistant side panel opens by itself on a first visit and narrows every page.
+    context.add_init_script(
+        "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
+        "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
+    )
+    yield context
+    context.close()
 
 
 @pytest.fixture
@@ -146,6 +153,24 @@ def run_link(page, experiment, run):
     """The link to this run, named with its run name."""
     return page.get_by_role("link", name=run.info.run_name, exact=True).and_(
         page.locator(f'a[href$="#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}"]'))
+
+
+def test_the_direct_link_opens_a_fresh_browser_on_the_runs_and_their_charts(mlflow_ui, browser, logged):
+    """The link `make ui` and the train stage print, in a browser that has never seen MLflow: no click."""
+    experiment, runs, run = logged
+    context = browser.new_context(viewport=VIEWPORT)  # a fresh profile: nothing in localStorage
+    try:
+        page = context.new_page()
+        page.goto(ui_link(mlflow_ui, experiment.experiment_id))
+        for each in runs:
+            expect(page.get_by_text(each.info.run_name, exact=True).first).to_be_visible()
+        cards = page.get_by_test_id("experiment-view-compare-runs-card")
+        for name in PER_EPOCH:
+            expect(cards.filter(has=page.get_by_role("heading", name=name, exact=True))).to_have_count(1)
+        expect(cards.locator(".scatterlayer .js-line").first).to_have_attribute("d", re.compile(r"^M[-\d.]+,[-\d.]+L"))
+        page.screenshot(path=SCREENSHOTS / "mlflow-direct-link.png", full_page=True)
+    finally:
+        context.close()
 
 
 def test_ui_lists_the_experiment_its_run_and_params(mlflow_ui, page, logged):

@@ -9,11 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from mnist_pipeline.config import Params, TrainConfig
 from mnist_pipeline.data import NUM_CLASSES, Split
 from mnist_pipeline.errors import DivergenceError
 from mnist_pipeline import fast_step
+from mnist_pipeline.distributed import World
 from mnist_pipeline.model import build
 
 Scheduler = torch.optim.lr_scheduler.LRScheduler
@@ -93,24 +95,29 @@ def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device
     return torch.randperm(n, generator=generator).to(device).split(batch_size)
 
 
-Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-"""A training step: (images, labels) of one batch -> (mean loss, logits), after updating the weights."""
+Step = Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
+"""A training step: (images, labels, share) of one batch -> (mean loss, logits), after updating the weights.
+`share` is this process's part of the batch times the number of processes: 1.0 on one process."""
 
 
-def make_step(training: "Training", cfg: TrainConfig) -> Step:
-    """The hand-written step where it gives the same bits (fast_step.covers), else autograd's."""
-    if fast_step.covers(training.model, training.optimizer, cfg):
+def make_step(training: "Training", cfg: TrainConfig, world: World | None = None) -> Step:
+    """The hand-written step where it gives the same bits (fast_step.covers), else autograd's, through
+    DistributedDataParallel when several processes share each batch."""
+    if world is None and fast_step.covers(training.model, training.optimizer, cfg):
         return fast_step.sgd_step(training.model, cfg.lr, cfg.weight_decay)
-    return autograd_step(training.model, training.optimizer, training.scheduler, cfg.label_smoothing)
+    forward = DistributedDataParallel(training.model) if world else training.model
+    return autograd_step(forward, training.optimizer, training.scheduler, cfg.label_smoothing)
 
 
 def autograd_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Scheduler | None,
                   label_smoothing: float) -> Step:
-    def step(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(images: torch.Tensor, labels: torch.Tensor, share: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # DDP averages the processes' gradients; weighting each by its share of the batch makes that
+        # the gradient of the whole batch's mean loss even when the parts differ in size.
+        (loss if share == 1.0 else loss * share).backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
@@ -119,30 +126,34 @@ def autograd_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler:
     return step
 
 
-def train_one_epoch(step: Step, data: Split, batches: Iterable[torch.Tensor]) -> dict[str, float]:
+def train_one_epoch(step: Step, data: Split, batches: Iterable[torch.Tensor], world: World | None = None) -> dict[str, float]:
     """One pass over `batches` of indices into `data`; loss and accuracy are means over samples.
 
     Per-batch figures stay on the device until the epoch ends: reading one every batch would
     stall a GPU, and on a CPU the extra small ops cost a tenth of the epoch. A diverged loss is
     therefore caught at the end of its epoch, and reported with the batch where it began.
+    With several processes each takes its slice of every batch, and the figures are summed over all.
     """
     losses, hits, sizes = [], [], []
     for idx in batches:
-        labels = data.labels.index_select(0, idx)
-        loss, logits = step(data.images.index_select(0, idx), labels)
+        mine = world.shard(idx) if world else idx
+        labels = data.labels.index_select(0, mine)
+        share = len(mine) * world.size / len(idx) if world else 1.0
+        loss, logits = step(data.images.index_select(0, mine), labels, share)
         losses.append(loss)
         hits.append((logits.argmax(1) == labels).sum())
-        sizes.append(len(idx))
+        sizes.append(len(mine))
     batch_losses = torch.stack(losses).double().cpu()
     finite = torch.isfinite(batch_losses)
     if not finite.all():
         first = int((~finite).nonzero()[0])
         raise DivergenceError(f"training loss became {batch_losses[first].item()} at batch {first + 1}")
-    seen = sum(sizes)
-    return {
-        "train_loss": (batch_losses @ torch.tensor(sizes, dtype=torch.float64)).item() / seen,
-        "train_accuracy": torch.stack(hits).sum().item() / seen,
-    }
+    totals = torch.stack([batch_losses @ torch.tensor(sizes, dtype=torch.float64),
+                          torch.stack(hits).sum().double().cpu(), torch.tensor(float(sum(sizes)))])
+    if world:
+        totals = world.sum(totals)
+    loss_sum, hit_sum, seen = totals.tolist()
+    return {"train_loss": loss_sum / seen, "train_accuracy": hit_sum / seen}
 
 
 @torch.no_grad()
@@ -163,21 +174,27 @@ def evaluate(model: nn.Module, data: Split) -> dict[str, float]:
     return scores(predict(model, data.images), data.labels)
 
 
+def no_progress(batches: Iterable[torch.Tensor], epoch: int) -> Iterable[torch.Tensor]:
+    return batches
+
+
 def fit(
     training: Training,
     train: Split,
     test: Split,
     cfg: TrainConfig,
     first_epoch: int = 1,
-    progress: Callable[[Iterable[torch.Tensor], int], Iterable[torch.Tensor]] = lambda batches, epoch: batches,
+    progress: Callable[[Iterable[torch.Tensor], int], Iterable[torch.Tensor]] = no_progress,
+    world: World | None = None,
 ) -> Iterator[dict[str, float]]:
-    """Train epochs first_epoch..cfg.epochs, testing after each as the article does; yield one record each."""
-    step = make_step(training, cfg)
+    """Train epochs first_epoch..cfg.epochs, testing after each as the article does; yield one record each.
+    With several processes (`world`), every one draws the same shuffles and tests the same model."""
+    step = make_step(training, cfg, world)
     for epoch in range(first_epoch, cfg.epochs + 1):
         batches = shuffled_batches(len(train), cfg.batch_size, training.generator, train.labels.device)
         training.model.train()
         try:
-            record = train_one_epoch(step, train, progress(batches, epoch))
+            record = train_one_epoch(step, train, progress(batches, epoch), world)
         except DivergenceError as exc:
             raise DivergenceError(f"epoch {epoch}: {exc}; lower train.lr (now {cfg.lr})") from None
         yield {"epoch": epoch, **record, **evaluate(training.model, test)}

@@ -85,6 +85,12 @@ def ui_link(base_url: str, experiment_id: str) -> str:
             "?workflowType=machine_learning&compareRunsMode=CHART")
 
 
+def find_experiment(name: str, uri: str) -> str | None:
+    """The id of experiment `name` in the store at `uri`, if it exists."""
+    found = MlflowClient(uri).get_experiment_by_name(name)
+    return found.experiment_id if found else None
+
+
 class Run:
     """An open run of the train stage. Epochs go to the store from a background thread, in order,
     and wait there while a tracking server is unreachable, so training never stalls on the store and
@@ -151,8 +157,20 @@ class Run:
             raise self._failure
 
 
+class NullRun:
+    """What the ranks other than 0 of a distributed run log to: nothing; rank 0 records the run."""
+
+    run_id = uri = experiment_id = ""
+
+    def log_epoch(self, record: dict[str, float]) -> None:
+        pass
+
+    def backfill(self, records: list[dict[str, float]]) -> None:
+        pass
+
+
 @contextlib.contextmanager
-def training_run(params: Params, dataset: Dataset, data_digest: str, device: str,
+def training_run(params: Params, dataset: Dataset, data_digest: str, device: str, world_size: int,
                  resume_run_id: str | None = None) -> Iterator[Run]:
     """Start this execution's run (or reopen an interrupted one): FINISHED at the end, FAILED on an
     error, KILLED on Ctrl-C or SIGTERM; never left RUNNING."""
@@ -163,7 +181,7 @@ def training_run(params: Params, dataset: Dataset, data_digest: str, device: str
         if resume_run_id and _exists(resume_run_id):
             mlflow.start_run(run_id=resume_run_id, log_system_metrics=True)
         else:
-            _start(params, dataset, data_digest, device, experiment_id)
+            _start(params, dataset, data_digest, {"device": device, "world_size": str(world_size)}, experiment_id)
     except MlflowException as exc:
         raise _refusal(exc, uri, experiment) or TrackingError(f"MLflow tracking store {uri}: {brief(exc)}") from None
     run = Run(mlflow.active_run().info.run_id, experiment_id, uri)
@@ -180,10 +198,9 @@ def training_run(params: Params, dataset: Dataset, data_digest: str, device: str
     _end("FINISHED", uri)
 
 
-def _start(params: Params, dataset: Dataset, data_digest: str, device: str, experiment_id: str) -> None:
+def _start(params: Params, dataset: Dataset, data_digest: str, tags: dict[str, str], experiment_id: str) -> None:
     commit = _git_commit()
-    tags = {"git_commit": commit, "mlflow.source.git.commit": commit, "device": device,
-            "torch_threads": str(THREADS), "world_size": str(params.train.processes)}
+    tags = {**tags, "git_commit": commit, "mlflow.source.git.commit": commit, "torch_threads": str(THREADS)}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
     mlflow.start_run(experiment_id=experiment_id, run_name=_run_name(params, commit), tags=tags,

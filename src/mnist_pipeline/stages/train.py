@@ -1,5 +1,10 @@
-"""DVC stage `train`: train on preloaded tensors and record the whole run in MLflow."""
+"""DVC stage `train`: train on preloaded tensors and record the whole run in MLflow.
 
+With train.processes above 1 it launches that many DistributedDataParallel processes of itself
+(distributed.py); under torchrun it is one of them. Rank 0 records the run and writes the outputs.
+"""
+
+import contextlib
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -7,48 +12,107 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mnist_pipeline import data as raw, engine, evaluation, plots, resume, tracking
-from mnist_pipeline.config import load_params
+from mnist_pipeline import data as raw, distributed, engine, evaluation, plots, resume, tracking
+from mnist_pipeline.config import Params, load_params
 from mnist_pipeline.datasets import DATASETS, Dataset
-from mnist_pipeline.files import rounded, write_json
+from mnist_pipeline.distributed import World
+from mnist_pipeline.errors import PipelineError, brief
+from mnist_pipeline.files import atomic_path, rounded, write_json
 from mnist_pipeline.model import load_checkpoint, save_checkpoint
-from mnist_pipeline.stages import run_stage
+from mnist_pipeline.stages import Terminated, run_stage
 
 EXAMPLES = 4  # test images logged with the MLflow model as its input example
+CPU = torch.device("cpu")
 
 
 def train(params: str, data: str, model: str, history: str) -> None:
     cfg = load_params(params)
-    dataset = DATASETS[cfg.data.dataset]
+    if cfg.train.processes > 1 and not distributed.launched():
+        distributed.check_split(cfg.train.batch_size, cfg.train.processes, params)
+        args = ["--params", params, "--data", data, "--model", model, "--history", history]
+        distributed.launch(cfg.train.processes, __spec__.name, args)
+        return
     device = engine.setup()
+    world = None
+    if distributed.launched():
+        world, device = distributed.join(device.type)
+    try:
+        _train(cfg, params, Path(data), Path(model), Path(history), device, world)
+    except Exception as exc:
+        if world:  # for the other ranks, which stop too and name the cause
+            distributed.report_failure(f"rank {world.rank}: {brief(exc)}")
+        raise
+    finally:
+        distributed.leave()
+
+
+def _train(cfg: Params, params: str, data: Path, model: Path, history: Path, device: torch.device,
+           world: World | None) -> None:
+    dataset = DATASETS[cfg.data.dataset]
+    leader = world is None or world.leader
     train_set = raw.load_split(data, train=True).to(device)
     test_set = raw.load_split(data, train=False).to(device)
+    if world:
+        distributed.check_split(cfg.train.batch_size, world.size, params, len(train_set))
     data_digest = raw.digest(data)
 
     training = engine.Training.create(cfg, len(train_set), device)
     # Resume state lives beside the model; it is deleted once the run is complete.
-    state = resume.State(Path(model).with_name("train_state.pt"), resume.fingerprint(cfg, data_digest),
-                         enabled=cfg.train.resume)
-    records, interrupted_run = state.restore(training) or ([], None)
-    with tracking.training_run(cfg, dataset, data_digest, device.type, resume_run_id=interrupted_run) as run:
-        if tracking.is_server(run.uri):
+    state = resume.State(model.with_name("train_state.pt"), resume.fingerprint(cfg, data_digest),
+                         enabled=cfg.train.resume and leader)
+    records, interrupted_run = _restore(state, training, world)
+    recording = (tracking.training_run(cfg, dataset, data_digest, device.type, world.size if world else 1,
+                                       resume_run_id=interrupted_run)
+                 if leader else contextlib.nullcontext(tracking.NullRun()))
+    with recording as run:
+        if leader and tracking.is_server(run.uri):
             print(f"train: runs at {tracking.ui_link(run.uri, run.experiment_id)}", flush=True)
-        print(f"train: {len(train_set)} {dataset.name} images on {device}, {cfg.train.epochs} epochs"
+        where = f"{device}" + (f", rank {world.rank} of {world.size}" if world else "")
+        print(f"train: {len(train_set)} {dataset.name} images on {where}, {cfg.train.epochs} epochs"
               + (f", resuming after epoch {len(records)}" if records else ""), flush=True)
         run.backfill(records)
-        started = time.perf_counter()
-        for record in engine.fit(training, train_set, test_set, cfg.train, len(records) + 1, _progress_bar):
-            seconds = time.perf_counter() - started
-            records.append(rounded(record))
-            run.log_epoch(record)
-            print(_epoch_line(record, seconds), flush=True)
-            state.save(run.run_id, records, training)
+        with _peer_failures(world):
             started = time.perf_counter()
-        save_checkpoint(training.model, cfg.model, dataset.classes, model)
-        write_json(history, records)
-        _record(run, Path(model), records, test_set.to(torch.device("cpu")),
-                train_set.head(plots.SAMPLES).to(torch.device("cpu")), cfg.tracking.registered_model, dataset)
+            progress = _progress_bar if leader else engine.no_progress
+            for record in engine.fit(training, train_set, test_set, cfg.train, len(records) + 1, progress, world):
+                seconds = time.perf_counter() - started
+                records.append(rounded(record))
+                run.log_epoch(record)
+                if leader:
+                    print(_epoch_line(record, seconds), flush=True)
+                state.save(run.run_id, records, training)
+                started = time.perf_counter()
+        if leader:
+            # The outputs take their names only once the run is recorded: an interruption or a
+            # failure leaves the previous ones intact.
+            with atomic_path(model) as model_tmp, atomic_path(history) as history_tmp:
+                save_checkpoint(training.model, cfg.model, dataset.classes, model_tmp)
+                write_json(history_tmp, records)
+                _record(run, model_tmp, records, test_set.to(CPU), train_set.head(plots.SAMPLES).to(CPU),
+                        cfg.tracking.registered_model, dataset)
     state.discard()
+
+
+def _restore(state: resume.State, training: engine.Training, world: World | None) -> tuple[list[dict], str | None]:
+    """The interrupted run's epochs and id, and its training state loaded, on every rank (rank 0 reads it)."""
+    restored = state.restore(training)
+    if world:
+        restored, state_dict = distributed.from_leader((restored, training.state_dict()) if restored else (None, None))
+        if restored and not world.leader:
+            training.load_state_dict(state_dict)
+    return restored or ([], None)
+
+
+@contextlib.contextmanager
+def _peer_failures(world: World | None):
+    """A broken collective, or the launcher's SIGTERM, after another rank failed: a failure, named."""
+    try:
+        yield
+    except (RuntimeError, Terminated):
+        failure = distributed.peer_failure() if world else None
+        if failure:
+            raise PipelineError(f"stopped because another process failed: {failure}") from None
+        raise
 
 
 def _record(run: tracking.Run, model: Path, records: list[dict], test: raw.Split, samples: raw.Split,
