@@ -31,7 +31,7 @@ import yaml
 from torch import nn
 from torchvision.transforms import ToTensor
 
-from mnist_pipeline import engine
+from mnist_pipeline import device as compute, engine
 from mnist_pipeline.config import Params, from_dict
 from mnist_pipeline.data import load_split
 
@@ -239,7 +239,7 @@ def two_at_once(args: argparse.Namespace) -> list[float]:
 
 def worker(args: argparse.Namespace) -> int:
     """One training process of two_at_once: a warm-up epoch, then timed ones, as JSON."""
-    engine.setup()
+    compute.setup()
     data = (load_split(args.data, train=True), load_split(args.data, train=False))
     params = with_overrides(args.params, {})
     list(our_epochs(params, data, seed=0, epochs=1))
@@ -264,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     article_params = with_overrides(args.params, {})
     tuned_params = with_overrides(args.params, TUNED)
     default_threads = torch.get_num_threads()  # the article's loop runs as published, on torch's default
-    dev = engine.setup()  # as the train stage sets up: its thread count, deterministic kernels on CUDA
-    print(f"machine: {machine()}; the article's loop on {default_threads} threads, ours on {engine.THREADS}",
+    dev = compute.setup()  # as the train stage sets up: its thread count, deterministic kernels on CUDA
+    print(f"machine: {machine()}; the article's loop on {default_threads} threads, ours on {compute.THREADS}",
           flush=True)
     data = (load_split(args.data, train=True).to(dev), load_split(args.data, train=False).to(dev))
     n_train, n_test = len(data[0]), len(data[1])
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         yield from article_epochs(loaders, epochs, seed)
 
     def ours(epochs: int, seed: int):
-        torch.set_num_threads(engine.THREADS)
+        torch.set_num_threads(compute.THREADS)
         yield from our_epochs(article_params, data, seed, epochs)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"this project : median {ours_s:.3f} s/epoch, {n_train / ours_s:,.0f} samples/s")
     print(f"speedup      : {speedup:.1f}x ({args.epochs} epochs x {args.repeats} repeats each, after a warm-up)")
     print(f"compute floor: {floor * rate / 1e9:.1f} GFLOP/epoch at {rate / 1e9:.0f} GFLOP/s (batch-64 matmul, "
-          f"{engine.THREADS} thread) = {floor:.3f} s/epoch; this project is at {ours_s / floor:.2f}x the floor")
+          f"{compute.THREADS} thread) = {floor:.3f} s/epoch; this project is at {ours_s / floor:.2f}x the floor")
     print(f"final test loss after {args.epochs} epochs: article {statistics.mean(final_loss['article']):.4f}, "
           f"ours {statistics.mean(final_loss['ours']):.4f}, gap {gap:.4f} "
           f"{'<=' if agree else '>'} {bound:.4f} (3 sigma of seed noise): {'agree' if agree else 'DISAGREE'}")

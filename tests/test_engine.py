@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mnist_pipeline import data as raw, engine, resume
+from mnist_pipeline import data as raw, engine, evaluation, resume
 from mnist_pipeline.data import load_split
 from mnist_pipeline.errors import DivergenceError
 
@@ -195,10 +195,10 @@ def test_resume_off_neither_saves_nor_restores(params, tiny_mnist, tmp_path):
 def test_confusion_matrix_and_per_class():
     labels = torch.tensor([0, 0, 1, 1, 2])
     predicted = torch.tensor([0, 1, 1, 1, 1])
-    matrix = engine.confusion_matrix(labels, predicted)
+    matrix = evaluation.confusion_matrix(labels, predicted)
     assert matrix[0].tolist()[:3] == [1, 1, 0] and matrix[1].tolist()[:3] == [0, 2, 0]
     assert matrix[2].tolist()[:3] == [0, 1, 0] and matrix.sum() == 5
-    report = engine.per_class(matrix, [f"c{i}" for i in range(10)])
+    report = evaluation.per_class(matrix, [f"c{i}" for i in range(10)])
     assert report["c0"] == {"precision": 1.0, "recall": 0.5}
     assert report["c1"] == {"precision": 0.5, "recall": 1.0}
     assert report["c2"] == {"precision": 0.0, "recall": 0.0}  # never predicted

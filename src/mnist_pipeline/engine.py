@@ -1,8 +1,7 @@
 """The training state and the loops over preloaded tensors: plain dicts out; no printing, files or MLflow."""
 
 import math
-import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,35 +11,13 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from mnist_pipeline.config import Params, TrainConfig
-from mnist_pipeline.data import NUM_CLASSES, Split
+from mnist_pipeline.data import Split
 from mnist_pipeline.errors import DivergenceError
-from mnist_pipeline import fast_step
+from mnist_pipeline import evaluation, fast_step
 from mnist_pipeline.distributed import World
 from mnist_pipeline.model import build
 
 Scheduler = torch.optim.lr_scheduler.LRScheduler
-
-EVAL_BATCH = 1000  # evaluation needs no gradients, so large chunks are cheap
-
-
-THREADS = 1  # intra-op threads per process (see setup)
-
-
-def setup() -> torch.device:
-    """Pin the thread count and pick the device; deterministic kernels either way, so reruns match.
-
-    One thread: the weights' bytes depend on the thread count (other summation orders), so it
-    must be fixed, and one thread per process keeps an epoch steady when other work shares the
-    cores (two threads on two busy cores ran 5x slower), while parallel runs use processes:
-    `dvc queue start -j 2`, or train.processes.
-    """
-    torch.set_num_threads(THREADS)
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for determinism
-    torch.use_deterministic_algorithms(True)
-    return torch.device("cuda")
-
 
 @dataclass
 class Training:
@@ -156,24 +133,6 @@ def train_one_epoch(step: Step, data: Split, batches: Iterable[torch.Tensor], wo
     return {"train_loss": loss_sum / seen, "train_accuracy": hit_sum / seen}
 
 
-@torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Logits for `images`, in evaluation mode."""
-    model.eval()
-    return torch.cat([model(chunk) for chunk in images.split(EVAL_BATCH)])
-
-
-def scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    return {
-        "test_loss": F.cross_entropy(logits, labels).item(),
-        "test_accuracy": (logits.argmax(1) == labels).float().mean().item(),
-    }
-
-
-def evaluate(model: nn.Module, data: Split) -> dict[str, float]:
-    return scores(predict(model, data.images), data.labels)
-
-
 def no_progress(batches: Iterable[torch.Tensor], epoch: int) -> Iterable[torch.Tensor]:
     return batches
 
@@ -197,19 +156,4 @@ def fit(
             record = train_one_epoch(step, train, progress(batches, epoch), world)
         except DivergenceError as exc:
             raise DivergenceError(f"epoch {epoch}: {exc}; lower train.lr (now {cfg.lr})") from None
-        yield {"epoch": epoch, **record, **evaluate(training.model, test)}
-
-
-def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
-    """counts[actual, predicted]."""
-    flat = labels.long() * NUM_CLASSES + predictions.long()
-    return torch.bincount(flat.cpu(), minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
-
-
-def per_class(matrix: torch.Tensor, classes: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Precision and recall of each class; 0.0 where a class was never predicted or never present."""
-    hits = matrix.diag().double()
-    predicted, actual = matrix.sum(0).double(), matrix.sum(1).double()
-    precision = torch.where(predicted > 0, hits / predicted.clamp(min=1), 0.0)
-    recall = torch.where(actual > 0, hits / actual.clamp(min=1), 0.0)
-    return {name: {"precision": precision[c].item(), "recall": recall[c].item()} for c, name in enumerate(classes)}
+        yield {"epoch": epoch, **record, **evaluation.evaluate(training.model, test)}

@@ -1,23 +1,59 @@
-"""The test-set report: what the evaluate stage writes and the train stage records, from one function."""
+"""Scoring a model on the test set: the per-epoch figures of training, and the report that the evaluate
+stage writes and the train stage records, from the same functions."""
 
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from mnist_pipeline import engine
-from mnist_pipeline.data import Split
+from mnist_pipeline.data import NUM_CLASSES, Split
 from mnist_pipeline.files import rounded
+
+EVAL_BATCH = 1000  # evaluation needs no gradients, so large chunks are cheap
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Logits for `images`, in evaluation mode."""
+    model.eval()
+    return torch.cat([model(chunk) for chunk in images.split(EVAL_BATCH)])
+
+
+def scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    return {
+        "test_loss": F.cross_entropy(logits, labels).item(),
+        "test_accuracy": (logits.argmax(1) == labels).float().mean().item(),
+    }
+
+
+def evaluate(model: nn.Module, data: Split) -> dict[str, float]:
+    return scores(predict(model, data.images), data.labels)
+
+
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
+    """counts[actual, predicted]."""
+    flat = labels.long() * NUM_CLASSES + predictions.long()
+    return torch.bincount(flat.cpu(), minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
+
+
+def per_class(matrix: torch.Tensor, classes: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Precision and recall of each class; 0.0 where a class was never predicted or never present."""
+    hits = matrix.diag().double()
+    predicted, actual = matrix.sum(0).double(), matrix.sum(1).double()
+    precision = torch.where(predicted > 0, hits / predicted.clamp(min=1), 0.0)
+    recall = torch.where(actual > 0, hits / actual.clamp(min=1), 0.0)
+    return {name: {"precision": precision[c].item(), "recall": recall[c].item()} for c, name in enumerate(classes)}
 
 
 def report(model: nn.Module, test: Split, classes: Sequence[str]) -> tuple[dict, torch.Tensor]:
     """metrics/eval.json's content, and the predicted class of every test image."""
-    logits = engine.predict(model, test.images)
+    logits = predict(model, test.images)
     predicted = logits.argmax(1)
-    matrix = engine.confusion_matrix(test.labels, predicted)
+    matrix = confusion_matrix(test.labels, predicted)
     return {
-        **rounded(engine.scores(logits, test.labels)),
-        "per_class": {name: rounded(pr) for name, pr in engine.per_class(matrix, classes).items()},
+        **rounded(scores(logits, test.labels)),
+        "per_class": {name: rounded(pr) for name, pr in per_class(matrix, classes).items()},
         "confusion_matrix": matrix.tolist(),  # rows: actual class, columns: predicted class
     }, predicted
 

@@ -47,7 +47,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from mnist_pipeline import evaluation  # noqa: E402
 from mnist_pipeline.config import Params, flatten  # noqa: E402
 from mnist_pipeline.datasets import Dataset  # noqa: E402
-from mnist_pipeline.engine import THREADS  # noqa: E402
+from mnist_pipeline.device import THREADS  # noqa: E402
 from mnist_pipeline.errors import TrackingError, brief  # noqa: E402
 from mnist_pipeline.files import digest, json_text  # noqa: E402
 

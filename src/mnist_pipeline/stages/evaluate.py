@@ -1,6 +1,6 @@
 """DVC stage `evaluate`: score models/model.pt on the test set; metrics/eval.json and the predictions."""
 
-from mnist_pipeline import engine, evaluation
+from mnist_pipeline import device, evaluation
 from mnist_pipeline.data import load_split
 from mnist_pipeline.files import atomic_path, write_json
 from mnist_pipeline.model import load_checkpoint
@@ -8,7 +8,7 @@ from mnist_pipeline.stages import run_stage
 
 
 def evaluate(data: str, model: str, metrics: str, predictions: str) -> None:
-    engine.setup()
+    device.setup()
     checkpoint = load_checkpoint(model)  # built from the checkpoint's own config, not params.yaml
     test = load_split(data, train=False)
     report, predicted = evaluation.report(checkpoint.model, test, checkpoint.classes)

@@ -2,17 +2,17 @@
 
 from pathlib import Path
 
-from mnist_pipeline import engine, plots
+from mnist_pipeline import device, evaluation, plots
 from mnist_pipeline.data import load_split
 from mnist_pipeline.files import atomic_path, read_json
 from mnist_pipeline.model import load_checkpoint
 from mnist_pipeline.stages import run_stage
 
 def plot(data: str, model: str, history: str, metrics: str, out: str) -> None:
-    engine.setup()
+    device.setup()
     checkpoint = load_checkpoint(model)
     samples = load_split(data, train=True).head(plots.SAMPLES)
-    predicted = engine.predict(checkpoint.model, samples.images).argmax(1)
+    predicted = evaluation.predict(checkpoint.model, samples.images).argmax(1)
     pngs = plots.render(read_json(history), read_json(metrics), samples.images.numpy(), samples.labels.tolist(),
                         predicted.tolist(), checkpoint.classes)
     for name, png in pngs.items():

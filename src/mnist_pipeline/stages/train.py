@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mnist_pipeline import data as raw, distributed, engine, evaluation, plots, resume, tracking
+from mnist_pipeline import data as raw, device as compute, distributed, engine, evaluation, plots, resume, tracking
 from mnist_pipeline.config import Params, load_params
 from mnist_pipeline.datasets import DATASETS, Dataset
 from mnist_pipeline.distributed import World
@@ -32,7 +32,7 @@ def train(params: str, data: str, model: str, history: str) -> None:
         args = ["--params", params, "--data", data, "--model", model, "--history", history]
         distributed.launch(cfg.train.processes, __spec__.name, args)
         return
-    device = engine.setup()
+    device = compute.setup()
     world = None
     if distributed.launched():
         world, device = distributed.join(device.type)
@@ -120,7 +120,7 @@ def _record(run: tracking.Run, model: Path, records: list[dict], test: raw.Split
     """The evaluation and the plots as the evaluate and plot stages compute them, from the saved model."""
     checkpoint = load_checkpoint(model)
     report, _ = evaluation.report(checkpoint.model, test, checkpoint.classes)
-    predicted = engine.predict(checkpoint.model, samples.images).argmax(1)
+    predicted = evaluation.predict(checkpoint.model, samples.images).argmax(1)
     figures = plots.render(records, report, samples.images.numpy(), samples.labels.tolist(), predicted.tolist(),
                            checkpoint.classes)
     version, promoted = run.complete(checkpoint=model, model=checkpoint.model, example=test.images[:EXAMPLES].numpy(),

@@ -1,0 +1,82 @@
+"""Each stage's deps in dvc.yaml are exactly the package modules its entry point imports, transitively:
+an import added without its dep would let DVC skip a stage whose code changed."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+SRC = REPO / "src"
+PACKAGE = "mnist_pipeline"
+# The one list of modules that a stage imports only to log or report, never to compute its outputs:
+# changing them must not rerun it. The train stage writes the MLflow record (tracking), with the
+# plots of the saved model (plots, a real dep of the plot stage, which writes them for DVC).
+REPORT_ONLY = {"train": {"tracking.py", "plots.py"}}
+
+
+def module_path(name: str) -> Path | None:
+    """src/ path of the package module `name` (dotted), or None if it is not one."""
+    relative = Path(*name.split("."))
+    for candidate in (SRC / relative.with_suffix(".py"), SRC / relative / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The package modules that the file at `path` imports (anywhere in it, function bodies too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}  # submodules, if they are
+    found = {name for name in found if name.split(".")[0] == PACKAGE and module_path(name)}
+    # Importing a.b.c runs a/__init__.py and a/b/__init__.py first.
+    return found | {".".join(name.split(".")[:i]) for name in found for i in range(1, name.count(".") + 1)}
+
+
+def closure(module: str) -> set[str]:
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(imported_modules(module_path(name)))
+    return seen
+
+
+def stage_modules(name: str, stage: dict) -> set[str]:
+    """The package modules a stage runs, as dvc.yaml paths, minus those that only report."""
+    entry = stage["cmd"].split(" -m ", 1)[1].split()[0]
+    paths = {module_path(module).relative_to(REPO).as_posix() for module in closure(entry)}
+    top = (SRC / PACKAGE / "__init__.py").relative_to(REPO).as_posix()
+    return {p for p in paths if Path(p).name not in REPORT_ONLY.get(name, ()) and p != top}
+
+
+STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def test_the_package_init_holds_only_its_docstring():
+    # So no stage needs it as a dep, though every import runs it.
+    body = ast.parse((SRC / PACKAGE / "__init__.py").read_text()).body
+    assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value.value, str)
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_deps_are_exactly_the_modules_it_runs(name):
+    listed = {dep for dep in STAGES[name]["deps"] if dep.startswith("src/")}
+    needed = stage_modules(name, STAGES[name])
+    assert not needed - listed, f"{name}: add to its deps in dvc.yaml: {sorted(needed - listed)}"
+    assert not listed - needed, f"{name}: not imported any more, drop from its deps: {sorted(listed - needed)}"
+
+
+def test_the_import_graph_is_read_right():
+    # The train stage reaches the hand-written step through engine, and the launcher through distributed.
+    train = closure("mnist_pipeline.stages.train")
+    assert {"mnist_pipeline.fast_step", "mnist_pipeline.distributed", "mnist_pipeline.stages"} <= train
+    assert "mnist_pipeline.tracking" not in closure("mnist_pipeline.stages.evaluate")
