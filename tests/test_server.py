@@ -188,7 +188,9 @@ def test_admin_commands_explain_what_went_wrong(team_server):
         f"error: {team_server.url}: HTTP 401: the admin's credentials were refused: set "
         f"MLFLOW_AUTH_ADMIN_PASSWORD to the admin's password\n")
     unknown = team_server.cli("grant", "nobody", "shared-errors", "READ", check=False)
-    assert unknown.stderr.endswith(f"error: {team_server.url}: HTTP 404: User with username=nobody not found\n")
+    assert unknown.stderr == f"error: {team_server.url}: HTTP 404: User with username=nobody not found\n"
+    found = f"{team_server.url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=shared-errors"
+    assert http(found, user=ADMIN, password=team_server.admin_password) == 404  # a typo creates nothing
     team_server.add_user("carol")
     wrong = team_server.cli("grant", "carol", "shared-errors", "WRITE", check=False)
     assert wrong.returncode == 1 and "HTTP 400: Invalid permission 'WRITE'. Valid permissions are:" in wrong.stderr

@@ -463,6 +463,7 @@ def add_user(url: str, name: str) -> None:
 def grant(url: str, name: str, experiment: str, permission: str, model: str | None) -> None:
     """Give a user a permission on an experiment (and a registered model), creating them if missing."""
     permission = permission.upper()
+    api(url, "GET", "/api/2.0/mlflow/users/get", query={"username": name})  # a typo fails before creating anything
     try:
         found = api(url, "GET", "/api/2.0/mlflow/experiments/get-by-name", query={"experiment_name": experiment})
         experiment_id = found["experiment"]["experiment_id"]
@@ -503,8 +504,12 @@ def _new_password(name: str) -> str:
     if password is None:
         if not sys.stdin.isatty():
             raise ServerError(f"no password for {name}: set {NEW_USER_PASSWORD}, or run this in a terminal to be asked")
-        password = getpass.getpass(f"password for {name}: ")
-        if getpass.getpass("again: ") != password:
+        try:
+            password = getpass.getpass(f"password for {name}: ")
+            again = getpass.getpass("again: ")
+        except EOFError:
+            raise ServerError(f"no password for {name}: the input ended") from None
+        if again != password:
             raise ServerError("the two passwords differ")
     if len(password) < MIN_PASSWORD:
         raise ServerError(f"the password for {name} is shorter than {MIN_PASSWORD} characters")
