@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := true
 
-.PHONY: repro test ui bench clean
+.PHONY: repro test ui server server-stop bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ test: $(VENV)/.installed
 
 ui: $(VENV)/.installed
 	python -m mnist_pipeline.ui
+
+# The team tracking server (README, "Team setup"): PostgreSQL + mlflow server with basic-auth, in
+# the background on 127.0.0.1:${MLFLOW_PORT:-5000}; needs MLFLOW_AUTH_ADMIN_PASSWORD.
+server: $(VENV)/.installed
+	python -m mnist_pipeline.server start
+
+server-stop: $(VENV)/.installed
+	python -m mnist_pipeline.server stop
 
 bench: $(VENV)/.installed
 	dvc repro download

@@ -187,3 +187,7 @@ def project(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """One real `dvc repro` of the tiny project, shared by the end-to-end tests."""
     root = make_project(tmp_path_factory.mktemp("project"))
     return root, sh("dvc", "repro", cwd=root)
+
+
+# A real team tracking server (PostgreSQL + mlflow server with basic-auth), shared by the session.
+from servers import team_server  # noqa: E402,F401  (a fixture: imported here, every test file can use it)
