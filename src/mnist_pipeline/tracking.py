@@ -45,7 +45,7 @@ from mlflow.models import infer_signature  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from mnist_pipeline import evaluation  # noqa: E402
-from mnist_pipeline.config import Params, flatten  # noqa: E402
+from mnist_pipeline.config import Params, TrackingConfig, flatten  # noqa: E402
 from mnist_pipeline.datasets import Dataset  # noqa: E402
 from mnist_pipeline.device import THREADS  # noqa: E402
 from mnist_pipeline.errors import TrackingError, brief  # noqa: E402
@@ -175,15 +175,14 @@ def training_run(params: Params, dataset: Dataset, data_digest: str, device: str
     """Start this execution's run (or reopen an interrupted one): FINISHED at the end, FAILED on an
     error, KILLED on Ctrl-C or SIGTERM; never left RUNNING."""
     uri = tracking_uri()
-    experiment = params.tracking.experiment
-    experiment_id = _connect(experiment, uri)
+    experiment_id = _connect(params.tracking, uri)
     try:
         if resume_run_id and _exists(resume_run_id):
             mlflow.start_run(run_id=resume_run_id, log_system_metrics=True)
         else:
             _start(params, dataset, data_digest, {"device": device, "world_size": str(world_size)}, experiment_id)
     except MlflowException as exc:
-        raise _refusal(exc, uri, experiment) or TrackingError(f"MLflow tracking store {uri}: {brief(exc)}") from None
+        raise _refusal(exc, uri, params.tracking) or TrackingError(f"MLflow tracking store {uri}: {brief(exc)}") from None
     run = Run(mlflow.active_run().info.run_id, experiment_id, uri)
     try:
         yield run
@@ -245,16 +244,16 @@ def register(name: str, model_uri: str, test_accuracy: float, dataset: str) -> t
     return version, promoted
 
 
-def _connect(experiment: str, uri: str) -> str:
+def _connect(names: TrackingConfig, uri: str) -> str:
     """Point MLflow at the store and return the experiment id, creating it on first use."""
     mlflow.set_tracking_uri(uri)
     if is_server(uri):
         _check_reachable(uri)
     try:
-        found = mlflow.get_experiment_by_name(experiment)
-        return found.experiment_id if found else _create_experiment(experiment, uri)
+        found = mlflow.get_experiment_by_name(names.experiment)
+        return found.experiment_id if found else _create_experiment(names.experiment, uri)
     except MlflowException as exc:
-        raise _refusal(exc, uri, experiment) or TrackingError(
+        raise _refusal(exc, uri, names) or TrackingError(
             f"MLflow tracking store {uri} is not usable: {brief(exc)}") from None
 
 
@@ -269,7 +268,7 @@ def _check_reachable(uri: str) -> None:
         raise TrackingError(f"MLflow tracking server {uri} is not reachable: {reason}") from None
 
 
-def _refusal(exc: MlflowException, uri: str, experiment: str) -> TrackingError | None:
+def _refusal(exc: MlflowException, uri: str, names: TrackingConfig) -> TrackingError | None:
     """The server's 401 or 403 as a message that says what to do; never the password."""
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     status = exc.get_http_status_code()
@@ -278,8 +277,10 @@ def _refusal(exc: MlflowException, uri: str, experiment: str) -> TrackingError |
         return TrackingError(f"MLflow tracking server {uri} refused {who} (HTTP 401): set MLFLOW_TRACKING_USERNAME "
                              "and MLFLOW_TRACKING_PASSWORD to an account of that server")
     if status == 403:
-        return TrackingError(f"MLflow tracking server {uri}: user {user!r} lacks the EDIT permission on experiment "
-                             f"{experiment!r} (HTTP 403), so it cannot log runs there; ask an admin to grant it")
+        return TrackingError(
+            f"MLflow tracking server {uri}: user {user!r} lacks the EDIT permission on experiment "
+            f"{names.experiment!r} (HTTP 403), so it cannot log runs there; an admin can grant it: "
+            f"python -m mnist_pipeline.server grant {user} {names.experiment} EDIT --model {names.registered_model}")
     return None
 
 

@@ -5,6 +5,7 @@ With train.processes above 1 it launches that many DistributedDataParallel proce
 """
 
 import contextlib
+import signal
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -109,7 +110,11 @@ def _peer_failures(world: World | None):
     try:
         yield
     except (RuntimeError, Terminated):
-        failure = distributed.peer_failure() if world else None
+        if world is None:
+            raise
+        # Going down either way: the launcher's SIGTERM must not cut short the record of why.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        failure = distributed.peer_failure()
         if failure:
             raise PipelineError(f"stopped because another process failed: {failure}") from None
         raise
