@@ -5,6 +5,7 @@ Two real remotes, no mocks: a local folder, and S3 served by SeaweedFS (`weed mi
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -22,11 +23,15 @@ import pytest
 import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 
-from conftest import make_project, sh
+from conftest import REPO, clean_env, make_project, sh
 
 pytestmark = pytest.mark.slow
 
 BUCKET = "dvc"
+WORKFLOW = REPO / ".github" / "workflows" / "retrain.yml"
+USE_STEP = "Use the DVC remote from the repository secrets"
+PULL_STEP, PUSH_STEP = "Pull the data from the DVC remote", "Push the data and outputs to the DVC remote"
+SECRET = re.compile(r"\$\{\{\s*secrets\.(\w+)\s*\}\}")
 READY_WITHIN_S = 30  # weed mini is ready in about a second; this bounds a broken start
 GRPC_OFFSET = 10000  # weed puts each service's gRPC port at its HTTP port + 10000
 
@@ -39,6 +44,7 @@ class Remote:
     objects: Callable[[], set[str]]  # the remote's object keys, relative to `url`
     shared: dict[str, str] = field(default_factory=dict)  # committed in .dvc/config
     secret: dict[str, str] = field(default_factory=dict)  # `--local`: .dvc/config.local, which git ignores
+    ci_secrets: dict[str, str] = field(default_factory=dict)  # the repository secrets the workflow reads
 
 
 def free_ports(count: int) -> list[int]:
@@ -140,7 +146,8 @@ def files_under(root: Path) -> set[str]:
 def remote(request, tmp_path: Path) -> Iterator[Remote]:
     if request.param == "folder":
         folder = tmp_path / "remote-folder"
-        yield Remote(str(folder), lambda: files_under(folder) if folder.exists() else set())
+        yield Remote(str(folder), lambda: files_under(folder) if folder.exists() else set(),
+                     ci_secrets={"DVC_REMOTE_URL": str(folder)})
         return
     weed = weed_binary()
     if weed is None:
@@ -154,19 +161,24 @@ def remote(request, tmp_path: Path) -> Iterator[Remote]:
             pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
             return {o["Key"].removeprefix(prefix) for page in pages for o in page.get("Contents", [])}
 
-        yield Remote(f"s3://{BUCKET}/{prefix}", objects, shared={"endpointurl": endpoint},
-                     secret={"access_key_id": key, "secret_access_key": secret})
+        url = f"s3://{BUCKET}/{prefix}"
+        yield Remote(url, objects, shared={"endpointurl": endpoint},
+                     secret={"access_key_id": key, "secret_access_key": secret},
+                     ci_secrets={"DVC_REMOTE_URL": url, "DVC_REMOTE_ENDPOINT_URL": endpoint,
+                                 "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret})
 
 
 @pytest.fixture(autouse=True)
-def isolated_credentials(monkeypatch, tmp_path: Path) -> None:
-    """Only the project's own DVC config may supply a remote or credentials, never the developer's."""
+def no_user_credentials(monkeypatch, tmp_path: Path) -> None:
+    """Only the project's DVC config may hold credentials: none from the developer's AWS variables or files.
+
+    (conftest's clean_env already keeps the user's DVC config out.)
+    """
     for name in list(os.environ):
         if name.startswith("AWS_"):
             monkeypatch.delenv(name)
-    nowhere = tmp_path / "no-user-config"
-    for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "DVC_GLOBAL_CONFIG_DIR", "DVC_SYSTEM_CONFIG_DIR"):
-        monkeypatch.setenv(name, str(nowhere))
+    for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.setenv(name, str(tmp_path / "no-such-file"))
 
 
 @pytest.fixture(scope="module")
@@ -179,15 +191,10 @@ def trained(tmp_path_factory) -> Path:
     return root
 
 
-def cached_outputs(root: Path) -> list[str]:
-    """The outputs dvc.yaml leaves to DVC's cache (`cache: false` ones live in git): what a remote carries."""
-    cached = []
-    for stage in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].values():
-        for out in stage.get("outs", []):
-            path, options = (out, None) if isinstance(out, str) else next(iter(out.items()))
-            if (options or {}).get("cache", True):
-                cached.append(path)
-    return cached
+def lock_outputs(root: Path) -> list[str]:
+    """Every output path dvc.lock records (resolved, unlike dvc.yaml's `${...}`)."""
+    stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    return [out["path"] for stage in stages.values() for out in stage.get("outs", [])]
 
 
 def contents(root: Path, outputs: list[str]) -> dict[str, bytes]:
@@ -209,9 +216,10 @@ def test_a_fresh_clone_pulls_every_output_and_retrains_nothing(remote, trained, 
     # `remote` first: a missing `weed` skips before the training.
     work, clone = tmp_path / "work", tmp_path / "clone"
     shutil.copytree(trained, work, symlinks=True)
-    outputs = cached_outputs(work)
-    original = contents(work, outputs)
-    assert {"models/model.pt", "data/mnist"} <= set(outputs) and len(original) > len(outputs)
+    tracked = set(sh("git", "ls-files", cwd=work).stdout.splitlines())
+    cached = [out for out in lock_outputs(work) if out not in tracked]  # what only a remote can bring
+    assert {"data/mnist", "models/model.pt", "plots"} <= set(cached)
+    original = contents(work, cached)
 
     # The team's config is committed; credentials go to .dvc/config.local, which git ignores.
     sh("dvc", "remote", "add", "--default", "storage", remote.url, cwd=work)
@@ -222,14 +230,14 @@ def test_a_fresh_clone_pulls_every_output_and_retrains_nothing(remote, trained, 
     sh("dvc", "push", cwd=work)
 
     # The remote holds exactly the cached files of every output (not the run cache under runs/).
-    cached = {path for path in files_under(work / ".dvc" / "cache") if path.startswith("files/")}
-    assert remote.objects() == cached != set()
+    cache_files = {path for path in files_under(work / ".dvc" / "cache") if path.startswith("files/")}
+    assert remote.objects() == cache_files != set()
     history = sh("git", "log", "--all", "-p", cwd=work).stdout
     assert not any(value in history for value in remote.secret.values()), "a credential reached git"
     assert sh("git", "check-ignore", ".dvc/config.local", cwd=work, check=False).returncode == 0
 
     sh("git", "clone", "-q", str(work), str(clone), cwd=tmp_path)
-    assert contents(clone, outputs) == {} and not (clone / ".dvc" / "cache").exists()
+    assert contents(clone, cached) == {} and not (clone / ".dvc" / "cache").exists()
     if remote.secret:
         # Nothing secret was committed, so a clone without the credentials is refused.
         refused = sh("dvc", "pull", cwd=clone, check=False)
@@ -237,7 +245,53 @@ def test_a_fresh_clone_pulls_every_output_and_retrains_nothing(remote, trained, 
         configure(clone, scope=("--local",), options=remote.secret)
     sh("dvc", "pull", cwd=clone)
 
-    assert contents(clone, outputs) == original
+    assert contents(clone, cached) == original
     repro = sh("dvc", "repro", cwd=clone)
     assert "Running stage" not in repro.stdout and "Data and pipelines are up to date." in repro.stdout, repro.stdout
     assert sh("dvc", "status", cwd=clone).stdout.strip() == "Data and pipelines are up to date."
+
+
+def run_workflow_step(name: str, root: Path, repository_secrets: dict[str, str]) -> subprocess.CompletedProcess:
+    """A step of the retrain job, run as GitHub runs it in a checkout: `bash -e`, the job's and the step's env,
+    each `${{ secrets.X }}` replaced by its value or by "" when the secret is not set.
+
+    (Its `if:` is GitHub's to evaluate; actionlint checks it in test_ci.py.)
+    """
+    job = yaml.safe_load(WORKFLOW.read_text())["jobs"]["retrain"]
+    (step,) = [step for step in job["steps"] if step.get("name") == name]
+    env = {}
+    for key, value in {**job.get("env", {}), **step.get("env", {})}.items():
+        env[key] = SECRET.sub(lambda m: repository_secrets.get(m.group(1), ""), value)
+        assert "${{" not in env[key], f"{name}: {key} uses an expression this test cannot evaluate"
+    return sh("bash", "-e", "-c", step["run"], cwd=root, env=clean_env(**env), check=False)
+
+
+def test_the_workflow_pulls_the_data_from_the_remote_and_pushes_its_run(remote, trained, tmp_path):
+    on_main, checkout = tmp_path / "run-on-main", tmp_path / "checkout"
+    shutil.copytree(trained, on_main, symlinks=True)  # a run on main after `make repro`
+    sh("git", "clone", "-q", str(trained), str(checkout), cwd=tmp_path)  # a fresh checkout
+    for root in (on_main, checkout):
+        (root / ".venv").symlink_to(sys.prefix)  # the workflow calls .venv/bin/dvc
+        used = run_workflow_step(USE_STEP, root, remote.ci_secrets)
+        assert used.returncode == 0, used.stderr
+
+    # The first run, remote still empty: the pull gets nothing and passes (`make repro` downloads)...
+    empty = run_workflow_step(PULL_STEP, checkout, remote.ci_secrets)
+    assert empty.returncode == 0 and not (checkout / "data" / "mnist").exists(), empty.stderr
+    # ...and on main, once the run passed its checks, the push fills the remote.
+    pushed = run_workflow_step(PUSH_STEP, on_main, remote.ci_secrets)
+    assert pushed.returncode == 0, pushed.stderr
+    cache_files = {path for path in files_under(on_main / ".dvc" / "cache") if path.startswith("files/")}
+    assert remote.objects() == cache_files
+
+    # Any later run: the data comes from the remote.
+    pulled = run_workflow_step(PULL_STEP, checkout, remote.ci_secrets)
+    assert pulled.returncode == 0, pulled.stderr
+    assert contents(checkout, ["data/mnist"]) == contents(trained, ["data/mnist"])
+    # The data is in place and the model is not: the job retrains, and its checks mean something.
+    status = json.loads(sh("dvc", "status", "--json", cwd=checkout).stdout)
+    assert "download" not in status and "train" in status, status
+    if remote.secret:
+        # --allow-missing forgives a remote without the data, never a refused login.
+        wrong = run_workflow_step(PULL_STEP, checkout, {**remote.ci_secrets, "AWS_SECRET_ACCESS_KEY": "wrong"})
+        assert wrong.returncode != 0 and "Forbidden" in wrong.stderr, wrong.stderr
