@@ -1,6 +1,7 @@
 """Data and models shared through real DVC remotes: push from one clone, pull into a fresh one, retrain nothing.
 
 Two real remotes, no mocks: a local folder, and S3 served by SeaweedFS (`weed mini`) on loopback.
+The GitHub workflow's remote steps run here too, as GitHub would run their commands.
 """
 
 import json
@@ -170,7 +171,7 @@ def remote(request, tmp_path: Path) -> Iterator[Remote]:
 
 @pytest.fixture(autouse=True)
 def no_user_credentials(monkeypatch, tmp_path: Path) -> None:
-    """Only the project's DVC config may hold credentials: none from the developer's AWS variables or files.
+    """Credentials come only from what a test sets, never from the developer's AWS variables or files.
 
     (conftest's clean_env already keeps the user's DVC config out.)
     """
