@@ -83,8 +83,8 @@ def test_logged_model_has_signature_and_predicts(project):
     info = mlflow.models.get_model_info("models:/mnist-mlp@champion")
     assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 1, 28, 28]
     model = mlflow.pyfunc.load_model("models:/mnist-mlp@champion")
-    logits = model.predict(np.zeros((3, 1, 28, 28), dtype=np.float32))
-    assert np.asarray(logits).shape == (3, 10)
+    answer = model.predict(np.zeros((3, 1, 28, 28), dtype=np.float32))
+    assert list(answer.columns) == ["class", "probabilities"] and len(answer) == 3  # form: tests/test_serve.py
 
 
 def test_second_repro_does_nothing_and_forced_repro_is_identical(project):

@@ -20,12 +20,16 @@ os.environ.setdefault("MLFLOW_DEFAULT_PREDICTION_DEVICE", "cpu")
 
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.models import infer_signature  # noqa: E402
+from mlflow.models import ModelSignature  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.types import ColSpec, Schema, TensorSpec  # noqa: E402
+from mlflow.types.schema import Array  # noqa: E402
 
 from mnist_pipeline.config import Params, flatten  # noqa: E402
+from mnist_pipeline.data import IMAGE_SHAPE  # noqa: E402
 from mnist_pipeline.errors import TrackingError, brief  # noqa: E402
 
 # The stages print their own one-line summaries; MLflow's INFO chatter would only repeat them.
@@ -91,20 +95,28 @@ def log_metrics(metrics: dict[str, float]) -> None:
     mlflow.log_metrics(metrics)
 
 
-def log_model(model: torch.nn.Module, example: torch.Tensor, digest: str) -> None:
-    """Log the model with a signature and an input example; tag the run with the file's digest."""
-    # Logged on the CPU, so the model loads anywhere; torch.export (MLflow's pt2) traces eval mode.
-    model, example = model.cpu().eval(), example.cpu()
-    example_np = example.numpy()
-    with torch.no_grad():
-        output = model(example).numpy()
-    info = mlflow.pytorch.log_model(
-        model,
+# What served_model.py takes and gives: MNIST-prepared images in; per image, the class and the
+# probabilities of all classes out. Declared, not inferred: inference calls an int column a hint.
+SIGNATURE = ModelSignature(
+    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, *IMAGE_SHAPE))]),
+    outputs=Schema([ColSpec("long", "class"), ColSpec(Array("double"), "probabilities")]),
+)
+
+
+def log_model(checkpoint: str | Path, example: torch.Tensor, digest: str) -> None:
+    """Log the checkpoint as the served model (served_model.py: each image's class and class
+    probabilities) with a signature and an input example; tag the run with the file's digest."""
+    package = Path(__file__).parent
+    info = mlflow.pyfunc.log_model(
         name="model",
-        signature=infer_signature(example_np, output),
-        input_example=example_np,
+        python_model=str(package / "served_model.py"),  # a model from code: no pickle
+        artifacts={"checkpoint": str(checkpoint)},
+        code_paths=[str(package)],  # the model's code travels with it
+        signature=SIGNATURE,
+        input_example=example.cpu().numpy(),  # MLflow runs the model on it before it logs anything
         # Explicit, so MLflow does not infer requirements in a subprocess that may reach the network.
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
+                          f"pandas=={pd.__version__}", f"mlflow=={mlflow.__version__}"],
     )
     mlflow.set_tags({MODEL_DIGEST_TAG: digest, MODEL_URI_TAG: info.model_uri})
 

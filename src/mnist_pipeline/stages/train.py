@@ -41,7 +41,7 @@ def train(params: str, data: str, model: str, history: str) -> None:
             started = time.perf_counter()
         save_checkpoint(training.model, cfg.model, model)
         write_json(history, records)
-        tracking.log_model(training.model, test_set.images[:4], digest(model))
+        tracking.log_model(model, test_set.images[:4], digest(model))
     state_path.unlink(missing_ok=True)
 
 
