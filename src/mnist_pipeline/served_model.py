@@ -2,8 +2,7 @@
 
 A pyfunc "model from code": tracking.log_model logs this file, and MLflow runs it when it loads
 the model (the scoring server of `make serve`, mlflow.pyfunc.load_model). MLflow's PyTorch
-flavour could answer with only one tensor, the logits. Besides tracking.py, this is the one module
-that imports mlflow, because it is the MLflow model itself.
+flavour could answer with only one tensor, the logits.
 """
 
 import mlflow
