@@ -29,6 +29,8 @@ from conftest import MNIST_MIRROR, REPO
 from test_ui import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, WAIT_MS, free_port, stop
 
 pytestmark = pytest.mark.slow
+# The drawing tests need a model that reads digits: the session's, trained on real MNIST.
+NEEDS_TRAINED_MODEL = pytest.mark.skipif(not MNIST_MIRROR, reason="needs MNIST_MIRROR (real MNIST files)")
 LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 START_S = 60
 
@@ -145,6 +147,7 @@ def bars(page) -> list[float]:
 
 @pytest.mark.browser
 @pytest.mark.real_data
+@NEEDS_TRAINED_MODEL
 def test_a_vertical_stroke_reads_as_1(page):
     expect(page.locator("#digit")).to_have_text("?")
     draw(page, [(140, 40), (140, 110), (140, 180), (140, 240)])
@@ -164,6 +167,7 @@ def test_a_vertical_stroke_reads_as_1(page):
 
 @pytest.mark.browser
 @pytest.mark.real_data
+@NEEDS_TRAINED_MODEL
 def test_an_oval_is_answered_while_it_is_drawn_and_reads_as_0(page):
     oval = [(140 + 65 * math.sin(t), 140 - 95 * math.cos(t)) for t in np.linspace(0, 2 * math.pi, 40)]
     draw(page, oval[:25], release=False)
