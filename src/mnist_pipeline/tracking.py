@@ -113,7 +113,7 @@ def log_model(checkpoint: str | Path, example: torch.Tensor, digest: str) -> Non
         artifacts={"checkpoint": str(checkpoint)},
         code_paths=[str(package)],  # the model's code travels with it
         signature=SIGNATURE,
-        input_example=example.cpu().numpy(),  # MLflow runs the model on it before it logs anything
+        input_example=example.cpu().numpy(),  # MLflow runs the saved model on it as a check
         # Explicit, so MLflow does not infer requirements in a subprocess that may reach the network.
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
                           f"pandas=={pd.__version__}", f"mlflow=={mlflow.__version__}"],
