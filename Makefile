@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := true
 
-.PHONY: repro test ui server server-stop bench clean
+.PHONY: repro test ui server server-stop serve demo bench lock clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ server: $(VENV)/.installed
 
 server-stop: $(VENV)/.installed
 	python -m mnist_pipeline.server stop
+
+# MLflow's scoring server for the champion model of the project's store (or MLFLOW_TRACKING_URI's).
+serve: $(VENV)/.installed
+	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
+	mlflow models serve -m models:/mnist-mlp@champion --env-manager local -h 127.0.0.1 -p $${SERVE_PORT:-5001}
+
+# A page to draw a digit on, answered by models/model.pt as you draw.
+demo: $(VENV)/.installed
+	python -m mnist_pipeline.demo --host 127.0.0.1 --port $${DEMO_PORT:-5002}
 
 bench: $(VENV)/.installed
 	dvc repro download

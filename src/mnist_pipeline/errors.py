@@ -33,3 +33,7 @@ class DivergenceError(PipelineError, ArithmeticError):
 
 class TrackingError(PipelineError):
     """The MLflow tracking store cannot be used."""
+
+
+class ImageError(PipelineError, ValueError):
+    """An image file that cannot be read as a digit: missing, not an image, or blank."""

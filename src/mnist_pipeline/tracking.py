@@ -30,22 +30,23 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # System metrics every 2 s: a default run trains for under a minute, MLflow's default is 10 s.
 os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "2")
-# The model is logged from the CPU; MLflow would load it on CUDA, where there is one, to check the
-# input example, and a CPU export refuses that. Users on a GPU machine set it too (README, MLflow).
-os.environ.setdefault("MLFLOW_DEFAULT_PREDICTION_DEVICE", "cpu")
 
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from mlflow.data.http_dataset_source import HTTPDatasetSource  # noqa: E402
 from mlflow.data.meta_dataset import MetaDataset  # noqa: E402
 from mlflow.entities import Metric  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.models import infer_signature  # noqa: E402
+from mlflow.models import ModelSignature  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.types import ColSpec, Schema, TensorSpec  # noqa: E402
+from mlflow.types.schema import Array  # noqa: E402
 
 from mnist_pipeline import evaluation  # noqa: E402
 from mnist_pipeline.config import Params, TrackingConfig, flatten  # noqa: E402
+from mnist_pipeline.data import IMAGE_SHAPE  # noqa: E402
 from mnist_pipeline.datasets import Dataset  # noqa: E402
 from mnist_pipeline.device import THREADS  # noqa: E402
 from mnist_pipeline.errors import TrackingError, brief  # noqa: E402
@@ -58,6 +59,12 @@ logging.getLogger("mlflow.system_metrics").setLevel(logging.ERROR)
 
 MODEL_DIGEST_TAG = "model_sha256"  # ties a run to the exact models/model.pt it produced
 CHAMPION = "champion"
+# What served_model.py takes and gives: prepared images in; per image, the class (an index) and
+# the probabilities of all classes out. Declared, not inferred: inference calls an int column a hint.
+SIGNATURE = ModelSignature(
+    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, *IMAGE_SHAPE))]),
+    outputs=Schema([ColSpec("long", "class"), ColSpec(Array("double"), "probabilities")]),
+)
 # How long a run waits for a tracking server that stopped answering, before it gives up.
 PATIENCE_S = float(os.environ.get("MNIST_TRACKING_PATIENCE_S", "600"))
 
@@ -123,8 +130,8 @@ class Run:
         self._sender.join()
         self._raise_failure()
 
-    def complete(self, *, checkpoint: Path, model: torch.nn.Module, example: np.ndarray, report: dict,
-                 figures: dict[str, bytes], dataset: Dataset, registered_model: str) -> tuple[str, bool]:
+    def complete(self, *, checkpoint: Path, example: np.ndarray, report: dict, figures: dict[str, bytes],
+                 dataset: Dataset, registered_model: str) -> tuple[str, bool]:
         """Log the rest of the record: the evaluation (metrics/eval.json's bytes and the per-class
         figures), the plots and the model; register the model. Returns (version, became champion)."""
         self.flush()
@@ -135,7 +142,7 @@ class Run:
             for name, png in figures.items():
                 (Path(folder) / name).write_bytes(png)
             patiently(lambda: mlflow.log_artifacts(folder, "plots"))
-        model_uri = patiently(lambda: _log_model(model, example))
+        model_uri = patiently(lambda: _log_model(checkpoint, example))
         patiently(lambda: mlflow.set_tag(MODEL_DIGEST_TAG, digest(checkpoint)))
         return patiently(lambda: register(registered_model, model_uri, report["test_accuracy"], dataset.name))
 
@@ -210,19 +217,20 @@ def _start(params: Params, dataset: Dataset, data_digest: str, tags: dict[str, s
     mlflow.log_input(MetaDataset(source, name=dataset.name, digest=data_digest), context="training")
 
 
-def _log_model(model: torch.nn.Module, example: np.ndarray) -> str:
-    """Log the model with a signature and an input example; return its URI."""
-    # Logged on the CPU, so the model loads anywhere; torch.export (MLflow's pt2) traces eval mode.
-    model = model.cpu().eval()
-    with torch.no_grad():
-        output = model(torch.from_numpy(example)).numpy()
-    info = mlflow.pytorch.log_model(
-        model,
+def _log_model(checkpoint: Path, example: np.ndarray) -> str:
+    """Log the checkpoint as the served model (served_model.py) with its signature and an input
+    example; return its URI."""
+    package = Path(__file__).parent
+    info = mlflow.pyfunc.log_model(
         name="model",
-        signature=infer_signature(example, output),
-        input_example=example,
+        python_model=str(package / "served_model.py"),  # a model from code: no pickle
+        artifacts={"checkpoint": str(checkpoint)},
+        code_paths=[str(package)],  # the model's code travels with it
+        signature=SIGNATURE,
+        input_example=example,  # MLflow runs the saved model on it as a check
         # Explicit, so MLflow does not infer requirements in a subprocess that may reach the network.
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
+                          f"pandas=={pd.__version__}", f"mlflow=={mlflow.__version__}"],
     )
     return info.model_uri
 
@@ -232,7 +240,7 @@ def register(name: str, model_uri: str, test_accuracy: float, dataset: str) -> t
     same dataset. Returns the version and whether it became the champion."""
     client = MlflowClient()
     tags = {"test_accuracy": f"{test_accuracy:.6f}", "dataset": dataset}
-    version = mlflow.register_model(model_uri, name, tags=tags).version
+    version = str(mlflow.register_model(model_uri, name, tags=tags).version)
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:  # no champion yet

@@ -128,9 +128,8 @@ def _record(run: tracking.Run, model: Path, records: list[dict], test: raw.Split
     predicted = evaluation.predict(checkpoint.model, samples.images).argmax(1)
     figures = plots.render(records, report, samples.images.numpy(), samples.labels.tolist(), predicted.tolist(),
                            checkpoint.classes)
-    version, promoted = run.complete(checkpoint=model, model=checkpoint.model, example=test.images[:EXAMPLES].numpy(),
-                                     report=report, figures=figures, dataset=dataset,
-                                     registered_model=registered_model)
+    version, promoted = run.complete(checkpoint=model, example=test.images[:EXAMPLES].numpy(), report=report,
+                                     figures=figures, dataset=dataset, registered_model=registered_model)
     alias = f"@{tracking.CHAMPION}"
     champion = f"now {alias}" if promoted else f"{alias} unchanged"
     print(f"train: recorded run {run.run_id}: test accuracy {report['test_accuracy']:.2%}; "

@@ -1,0 +1,60 @@
+"""`make demo`: a page to draw a digit on, answered as you draw, through predict's own preprocessing."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+
+from mnist_pipeline import inference, preprocess
+from mnist_pipeline.errors import ImageError, PipelineError
+
+PAGE = Path(__file__).with_name("demo.html")  # HTML, CSS and script in one file: nothing fetched from elsewhere
+
+
+def create_app(predict: inference.Predictor) -> FastAPI:
+    app = FastAPI(title="Draw a digit", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/")
+    def page() -> FileResponse:
+        return FileResponse(PAGE)
+
+    @app.post("/predict")
+    async def predict_drawing(request: Request) -> JSONResponse:
+        """Body: the drawing as a PNG. Answer: the class, the 10 class probabilities, and the
+        28x28 pixels the model saw; or, for a blank or unreadable image, 422 and the reason."""
+        try:
+            pixels = preprocess.from_bytes(await request.body())
+        except ImageError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=422)
+        # A few milliseconds of work for a drawing: not worth a thread of its own.
+        p = predict(pixels[None, None])[0]
+        return JSONResponse({"class": int(p.argmax()), "probabilities": p.tolist(),
+                             "pixels": pixels.round(3).tolist()})
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", default="models/model.pt", help="checkpoint to use (default: %(default)s)")
+    source.add_argument("--model-uri", help="an MLflow model instead, e.g. models:/mnist-mlp@champion")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5002)
+    args = parser.parse_args(argv)
+    try:
+        predict, _ = (inference.from_mlflow(args.model_uri) if args.model_uri
+                      else inference.from_checkpoint(args.model))
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"demo: draw a digit at http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
+    uvicorn.run(create_app(predict), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

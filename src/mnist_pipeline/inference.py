@@ -1,0 +1,50 @@
+"""The model's answer for prepared images, from a checkpoint or an MLflow model: class probabilities,
+and the names of the classes (the digits for MNIST)."""
+
+import os
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mnist_pipeline.errors import CheckpointError, brief
+from mnist_pipeline.model import load_checkpoint
+
+# (N, 1, 28, 28) float32 pixels in [0, 1], prepared as MNIST's, to (N, 10) class probabilities.
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+@torch.no_grad()
+def probabilities(model: nn.Module, images: np.ndarray) -> np.ndarray:
+    """Softmax of the model's logits; the class is the index of the largest."""
+    return torch.softmax(model.eval()(torch.from_numpy(images)), dim=1).numpy()
+
+
+def from_checkpoint(path: str | Path) -> tuple[Predictor, tuple[str, ...]]:
+    model, _, classes = load_checkpoint(path)
+    return partial(probabilities, model), classes
+
+
+def from_mlflow(uri: str) -> tuple[Predictor, tuple[str, ...]]:
+    """The model logged in MLflow at `uri` (models:/mnist-mlp@champion, runs:/..., a folder)."""
+    # Imported here: MLflow takes seconds to import, and a checkpoint needs none of it. tracking
+    # brings the project's settings: its store, no retries against a server that is down.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # predict's output is one line per image
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    from mnist_pipeline.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as exc:
+        raise CheckpointError(f"{uri}: cannot load this MLflow model ({brief(exc)})") from None
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return np.array(model.predict(images)["probabilities"].tolist(), dtype=np.float32)
+
+    return predict, model.unwrap_python_model().classes

@@ -1,0 +1,65 @@
+"""The MLflow record's parts in a real SQLite store: the logged model answers as models/model.pt does,
+every model becomes a version, and the champion alias moves only to a better one of the same data."""
+
+import dataclasses
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from mnist_pipeline import tracking
+from mnist_pipeline.data import load_split
+from mnist_pipeline.datasets import FASHION_MNIST, MNIST
+from mnist_pipeline.model import MLP, load_checkpoint, save_checkpoint
+
+
+@pytest.fixture
+def store_uri(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(previous)  # nothing of this store leaks into other tests
+
+
+def logged_model(params, path, seed: int) -> str:
+    """A checkpoint of an MLP with seed-dependent weights, logged in its own run; the model's URI."""
+    torch.manual_seed(seed)
+    save_checkpoint(MLP(params.model), params.model, MNIST.classes, path)
+    with mlflow.start_run():
+        return tracking._log_model(path, np.zeros((2, 1, 28, 28), np.float32) + 0.5)
+
+
+def test_the_logged_model_gives_the_checkpoints_answers_on_real_digits(params, tiny_mnist, store_uri, tmp_path):
+    uri = logged_model(params, tmp_path / "model.pt", seed=3)
+    digits = load_split(tiny_mnist, train=False).head(50).images
+    assert digits.abs().sum() > 0  # real images, not zeros
+    answer = mlflow.pyfunc.load_model(uri).predict(digits.numpy())
+    with torch.no_grad():
+        expected = torch.softmax(load_checkpoint(tmp_path / "model.pt").model(digits), dim=1)
+    assert np.allclose(np.stack(answer["probabilities"]), expected.numpy(), atol=1e-6)
+    assert answer["class"].tolist() == expected.argmax(1).tolist()
+    info = mlflow.models.get_model_info(uri)
+    assert tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 1, 28, 28)
+    assert info.saved_input_example_info is not None  # logged with its input example
+
+
+def test_every_model_is_a_version_and_the_champion_moves_only_to_a_better_one(params, store_uri, tmp_path):
+    uris = [logged_model(params, tmp_path / f"m{i}.pt", seed=i) for i in range(4)]
+    outcomes = [tracking.register("reg", uri, accuracy, "mnist")
+                for uri, accuracy in zip(uris, (0.90, 0.89, 0.90, 0.95))]
+    assert outcomes == [("1", True), ("2", False), ("3", False), ("4", True)]  # equal is not better
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("reg", tracking.CHAMPION).version) == "4"
+    assert [v.tags["test_accuracy"] for v in sorted(client.search_model_versions("name = 'reg'"),
+                                                    key=lambda v: int(v.version))] == \
+           ["0.900000", "0.890000", "0.900000", "0.950000"]
+
+
+def test_a_model_of_other_data_never_takes_the_champion(params, store_uri, tmp_path):
+    fashion = dataclasses.replace(params, data=dataclasses.replace(params.data, dataset=FASHION_MNIST.name))
+    first, second = (logged_model(fashion, tmp_path / f"m{i}.pt", seed=i) for i in range(2))
+    assert tracking.register("reg", first, 0.90, "mnist") == ("1", True)
+    assert tracking.register("reg", second, 0.99, "fashion-mnist") == ("2", False)
