@@ -9,10 +9,19 @@ export DVC_NO_ANALYTICS := true
 
 .PHONY: repro test ui server server-stop serve demo bench lock clean
 
-$(VENV)/.installed: pyproject.toml
+# The venv is built from requirements.lock alone: every package pinned and hash-checked, so a
+# fresh machine gets exactly the versions this repo was tested with (`pip freeze` equals the lock).
+$(VENV)/.installed: requirements.lock
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
+
+# Rebuild requirements.lock from pyproject.toml's direct dependencies (README: "Upgrade a dependency").
+lock: $(VENV)/.installed
+	pip-compile --quiet --extra dev --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links --output-file requirements.lock pyproject.toml
 
 repro: $(VENV)/.installed
 	dvc repro

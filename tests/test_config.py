@@ -23,7 +23,8 @@ def test_defaults_are_the_articles():
     p = load_params(REPO / "params.yaml")
     assert (p.train.lr, p.train.epochs, p.train.batch_size) == (0.001, 50, 64)
     assert (p.train.optimizer, p.train.momentum, p.train.schedule) == ("sgd", 0.0, "constant")
-    assert p.model.hidden == (128, 64) and not p.model.normalize
+    assert p.model.hidden == (128, 64) and not p.model.normalize and p.model.kind == "mlp"
+    assert p.data.dataset == "mnist" and p.train.processes == 1
 
 
 def test_flatten_uses_dvc_dotted_keys():
@@ -55,6 +56,10 @@ def test_numeric_strings_are_coerced(tmp_path):
         (lambda r: r["train"].update(label_smoothing=1), "train.label_smoothing = 1: must be in [0, 1)"),
         (lambda r: r.update(sed=1), "unknown key sed"),
         (lambda r: r["model"].update(hidden=[]), "model.hidden = []: must list at least one width"),
+        (lambda r: r["model"].update(kind="rnn"), "model.kind = 'rnn': expected one of mlp, cnn"),
+        (lambda r: r["model"].update(channels=[16, 0]), "model.channels = [16, 0]: must list at least one width, each >= 1"),
+        (lambda r: r["data"].update(dataset="emnist"), "data.dataset = 'emnist': expected one of mnist, fashion-mnist"),
+        (lambda r: r["train"].update(processes=0), "train.processes = 0: must be >= 1"),
         (lambda r: r["model"].update(hidden="128"), "model.hidden = '128': expected a list of integers"),
         (lambda r: r["train"].pop("epochs"), "missing key train.epochs"),
         (lambda r: r.pop("train"), "missing key train"),

@@ -1,5 +1,6 @@
-"""The article's MLP, and checkpoints that rebuild it alone and never run code from the file."""
+"""The article's MLP and the CNN, and checkpoints that rebuild them alone and never run code from the file."""
 
+import dataclasses
 import os
 
 import pytest
@@ -8,9 +9,11 @@ import torch
 from mnist_pipeline.config import ModelConfig
 from mnist_pipeline.errors import CheckpointError
 from mnist_pipeline.files import digest, save_torch
-from mnist_pipeline.model import MLP, load_checkpoint, save_checkpoint
 
-ARTICLE = ModelConfig(kind="mlp", hidden=(128, 64), normalize=False)
+from conftest import train_in_process
+from mnist_pipeline.model import CNN, MLP, build, load_checkpoint, save_checkpoint
+
+ARTICLE = ModelConfig(kind="mlp", hidden=(128, 64), channels=(16, 32), normalize=False)
 DIGITS = tuple("0123456789")
 
 
@@ -22,17 +25,36 @@ def test_article_architecture():
     assert model(torch.rand(5, 1, 28, 28)).shape == (5, 10)
 
 
+def test_the_cnn_convolves_pools_and_ends_in_the_dense_layers():
+    cnn = build(dataclasses.replace(ARTICLE, kind="cnn", hidden=(128,)))
+    assert isinstance(cnn, CNN)
+    convs = [m for m in cnn.features if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(1, 16, (3, 3)), (16, 32, (3, 3))]
+    assert [(m.in_features, m.out_features) for m in cnn.layers] == [(32 * 7 * 7, 128), (128, 10)]
+    assert sum(p.numel() for p in cnn.parameters()) == 206_922
+    assert cnn(torch.rand(5, 1, 28, 28)).shape == (5, 10)
+    three = build(dataclasses.replace(ARTICLE, kind="cnn", channels=(8, 8, 8), hidden=(4,)))
+    assert three(torch.rand(2, 1, 28, 28)).shape == (2, 10) and three.layers[0].in_features == 8 * 3 * 3
+
+
+def test_the_cnn_learns_the_synthetic_digits(params, tiny_mnist):
+    cnn = dataclasses.replace(params, model=dataclasses.replace(params.model, kind="cnn", channels=(8, 16)),
+                              train=dataclasses.replace(params.train, optimizer="adamw", lr=0.01, epochs=2))
+    records, training = train_in_process(cnn, tiny_mnist)
+    assert isinstance(training.model, CNN) and records[-1]["test_accuracy"] > 0.9  # chance is 0.1
+
+
 def test_normalize_standardises_inside_the_model():
     torch.manual_seed(0)
     plain = MLP(ARTICLE)
-    normalized = MLP(ModelConfig(kind="mlp", hidden=(128, 64), normalize=True))
+    normalized = MLP(ModelConfig(kind="mlp", hidden=(128, 64), channels=(16, 32), normalize=True))
     normalized.load_state_dict(plain.state_dict())  # same weights: normalisation adds none
     x = torch.rand(3, 1, 28, 28)
     assert torch.allclose(normalized(x), plain((x - 0.1307) / 0.3081), atol=1e-6)
 
 
 def test_checkpoint_round_trip_is_exact_and_reproducible(tmp_path):
-    cfg = ModelConfig(kind="mlp", hidden=(32,), normalize=True)
+    cfg = ModelConfig(kind="mlp", hidden=(32,), channels=(16, 32), normalize=True)
     model = MLP(cfg)
     classes = ("T-shirt/top", *"123456789")
     save_checkpoint(model, cfg, classes, tmp_path / "a.pt")
@@ -76,8 +98,8 @@ def test_damaged_weights_are_caught(tmp_path):
 
 def test_checkpoint_of_another_architecture(tmp_path):
     path = tmp_path / "model.pt"
-    other = MLP(ModelConfig(kind="mlp", hidden=(32,), normalize=False))
-    save_torch(path, {"model_config": {"kind": "mlp", "hidden": [128, 64], "normalize": False}, "classes": DIGITS,
+    other = MLP(ModelConfig(kind="mlp", hidden=(32,), channels=(16, 32), normalize=False))
+    save_torch(path, {"model_config": {"kind": "mlp", "hidden": [128, 64], "channels": [16, 32], "normalize": False}, "classes": DIGITS,
                       "state_dict": other.state_dict()})
     with pytest.raises(CheckpointError, match=r"model.pt: weights do not fit the architecture .*size mismatch"):
         load_checkpoint(path)
@@ -85,7 +107,7 @@ def test_checkpoint_of_another_architecture(tmp_path):
 
 def test_checkpoint_with_bad_config(tmp_path):
     path = tmp_path / "model.pt"
-    save_torch(path, {"model_config": {"kind": "mlp", "hidden": [128, 64], "dropout": 0.5}, "classes": DIGITS,
+    save_torch(path, {"model_config": {"kind": "mlp", "hidden": [128, 64], "channels": [16, 32], "dropout": 0.5}, "classes": DIGITS,
                       "state_dict": {}})
     with pytest.raises(CheckpointError, match=r"unknown key dropout"):
         load_checkpoint(path)

@@ -46,7 +46,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     kind: Literal["mlp", "cnn"]
-    hidden: tuple[int, ...] = _check(_widths)
+    hidden: tuple[int, ...] = _check(_widths)  # dense layers: the MLP's, or the CNN's after its convolutions
+    channels: tuple[int, ...] = _check(_widths)  # the CNN's convolutions (the MLP has none)
     # Standardise inputs with MNIST's mean/std inside the model, so every consumer feeds raw pixels.
     normalize: bool
 

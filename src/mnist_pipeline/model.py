@@ -30,21 +30,52 @@ class MLP(nn.Module):
         super().__init__()
         # Standardising inside the model means every consumer, MLflow serving too, feeds raw pixels.
         self.normalize = cfg.normalize
-        widths = [math.prod(IMAGE_SHAPE), *cfg.hidden, NUM_CLASSES]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+        self.layers = dense([math.prod(IMAGE_SHAPE), *cfg.hidden, NUM_CLASSES])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
         if self.normalize:
             x = standardize(x)
-        for hidden in self.layers[:-1]:
-            x = torch.relu(hidden(x))
-        return self.layers[-1](x)  # CrossEntropyLoss applies the softmax
+        return through(self.layers, x)
+
+
+class CNN(nn.Module):
+    """A small convolutional network: for each width in `channels` a 3x3 convolution, a 2x2 max-pool
+    and a ReLU, then the MLP's dense layers on the features. 99.4 % on MNIST in 8 epochs (README)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.normalize = cfg.normalize
+        blocks, width, side = [], 1, IMAGE_SHAPE[0]
+        for channels in cfg.channels:
+            # Pooling before the ReLU computes the same (max and ReLU commute) on a quarter of the values.
+            blocks += [nn.Conv2d(width, channels, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(inplace=True)]
+            width, side = channels, side // 2
+        self.features = nn.Sequential(*blocks)
+        self.layers = dense([width * side * side, *cfg.hidden, NUM_CLASSES])
+        self.to(memory_format=torch.channels_last)  # oneDNN's fast layout: a third less time per step
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalize:
+            x = standardize(x)
+        features = self.features(x.contiguous(memory_format=torch.channels_last))
+        return through(self.layers, features.flatten(1))
+
+
+def dense(widths: list[int]) -> nn.ModuleList:
+    return nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+
+
+def through(layers: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    """Dense layers with a ReLU after each hidden one; logits out (CrossEntropyLoss applies the softmax)."""
+    for hidden in layers[:-1]:
+        x = torch.relu(hidden(x))
+    return layers[-1](x)
 
 
 def build(cfg: ModelConfig) -> nn.Module:
     """The network that `cfg` describes, freshly initialised from torch's current seed."""
-    return MLP(cfg)
+    return CNN(cfg) if cfg.kind == "cnn" else MLP(cfg)
 
 
 class Checkpoint(NamedTuple):
