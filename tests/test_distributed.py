@@ -42,7 +42,7 @@ def _rank(rank: int, size: int, port: int, params, data_dir: Path, out: Path) ->
     try:
         device.setup()
         train, test = load_split(data_dir, train=True), load_split(data_dir, train=False)
-        training = engine.Training.create(params, len(train), torch.device("cpu"))
+        training = engine.Training.create(params, len(train), torch.device("cpu"), size)
         records = list(engine.fit(training, train, test, params.train, world=World(rank, size, rank)))
         torch.save({"records": records, "weights": training.model.state_dict()}, out / f"rank{rank}.pt")
     finally:

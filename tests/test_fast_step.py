@@ -23,7 +23,8 @@ def one_epoch(params, data, step_kind: str) -> engine.Training:
     if step_kind == "fast":
         step = fast_step.sgd_step(training.model, params.train.lr, params.train.weight_decay)
     else:
-        step = engine.autograd_step(training.model, training.optimizer, None, 0.0)
+        optimizer = engine.make_optimizer(training.model, params.train)  # torch.optim.SGD, as the article's loop
+        step = engine.autograd_step(training.model, optimizer, None, 0.0)
     batches = engine.shuffled_batches(len(data), params.train.batch_size, training.generator, CPU)
     engine.train_one_epoch(step, data, batches)
     return training

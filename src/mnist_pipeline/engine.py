@@ -24,15 +24,18 @@ class Training:
     """Everything that changes while training: saving its state is enough to resume bit for bit."""
 
     model: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None  # None: the hand-written step updates the weights itself
     scheduler: Scheduler | None
     generator: torch.Generator  # draws each epoch's shuffle
 
     @classmethod
-    def create(cls, params: Params, n_train: int, device: torch.device) -> "Training":
+    def create(cls, params: Params, n_train: int, device: torch.device, processes: int = 1) -> "Training":
         """A fresh, seeded run: same params, same initial weights and the same shuffles."""
         torch.manual_seed(params.seed)
         model = build(params.model).to(device)
+        if processes == 1 and fast_step.covers(model, params.train):
+            # No optimizer object: making the first one imports torch's compiler (1.2 s here).
+            return cls(model, None, None, torch.Generator().manual_seed(params.seed))
         optimizer = make_optimizer(model, params.train)
         scheduler = make_scheduler(optimizer, params.train, math.ceil(n_train / params.train.batch_size))
         return cls(model, optimizer, scheduler, torch.Generator().manual_seed(params.seed))
@@ -40,14 +43,15 @@ class Training:
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "generator": self.generator.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.optimizer:
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler:
             self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
@@ -78,9 +82,9 @@ Step = Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.T
 
 
 def make_step(training: "Training", cfg: TrainConfig, world: World | None = None) -> Step:
-    """The hand-written step where it gives the same bits (fast_step.covers), else autograd's, through
-    DistributedDataParallel when several processes share each batch."""
-    if world is None and fast_step.covers(training.model, training.optimizer, cfg):
+    """The hand-written step where it gives the same bits (Training.create left out the optimizer),
+    else autograd's, through DistributedDataParallel when several processes share each batch."""
+    if training.optimizer is None:
         return fast_step.sgd_step(training.model, cfg.lr, cfg.weight_decay)
     forward = DistributedDataParallel(training.model) if world else training.model
     return autograd_step(forward, training.optimizer, training.scheduler, cfg.label_smoothing)

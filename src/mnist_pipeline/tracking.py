@@ -8,6 +8,7 @@ assembled by three stages would depend on which of them DVC chose to run.
 
 import contextlib
 import functools
+import io
 import logging
 import os
 import queue
@@ -28,6 +29,7 @@ from typing import TypeVar
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the stage prints one line per epoch
 # System metrics every 2 s: a default run trains for under a minute, MLflow's default is 10 s.
 os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "2")
 
@@ -240,7 +242,8 @@ def register(name: str, model_uri: str, test_accuracy: float, dataset: str) -> t
     same dataset. Returns the version and whether it became the champion."""
     client = MlflowClient()
     tags = {"test_accuracy": f"{test_accuracy:.6f}", "dataset": dataset}
-    version = str(mlflow.register_model(model_uri, name, tags=tags).version)
+    with contextlib.redirect_stderr(io.StringIO()):  # MLflow's "Created version ..." lines: the stage says it
+        version = str(mlflow.register_model(model_uri, name, tags=tags).version)
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:  # no champion yet

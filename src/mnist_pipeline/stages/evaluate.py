@@ -4,7 +4,7 @@ from mnist_pipeline import device, evaluation
 from mnist_pipeline.data import load_split
 from mnist_pipeline.files import atomic_path, write_json
 from mnist_pipeline.model import load_checkpoint
-from mnist_pipeline.stages import run_stage
+from mnist_pipeline.stages import exit_now, run_stage
 
 
 def evaluate(data: str, model: str, metrics: str, predictions: str) -> None:
@@ -24,4 +24,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_now(main())

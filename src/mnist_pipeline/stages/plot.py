@@ -6,7 +6,7 @@ from mnist_pipeline import device, evaluation, plots
 from mnist_pipeline.data import load_split
 from mnist_pipeline.files import atomic_path, read_json
 from mnist_pipeline.model import load_checkpoint
-from mnist_pipeline.stages import run_stage
+from mnist_pipeline.stages import exit_now, run_stage
 
 def plot(data: str, model: str, history: str, metrics: str, out: str) -> None:
     device.setup()
@@ -27,4 +27,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_now(main())

@@ -20,7 +20,7 @@ from mnist_pipeline.distributed import World
 from mnist_pipeline.errors import PipelineError, brief
 from mnist_pipeline.files import atomic_path, rounded, write_json
 from mnist_pipeline.model import load_checkpoint, save_checkpoint
-from mnist_pipeline.stages import Terminated, run_stage
+from mnist_pipeline.stages import Terminated, exit_now, run_stage
 
 EXAMPLES = 4  # test images logged with the MLflow model as its input example
 CPU = torch.device("cpu")
@@ -57,7 +57,7 @@ def _train(cfg: Params, params: str, data: Path, model: Path, history: Path, dev
         distributed.check_split(cfg.train.batch_size, world.size, params, len(train_set))
     data_digest = raw.digest(data)
 
-    training = engine.Training.create(cfg, len(train_set), device)
+    training = engine.Training.create(cfg, len(train_set), device, world.size if world else 1)
     # Resume state lives beside the model; it is deleted once the run is complete.
     state = resume.State(model.with_name("train_state.pt"), resume.fingerprint(cfg, data_digest),
                          enabled=cfg.train.resume and leader)
@@ -153,4 +153,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_now(main())
