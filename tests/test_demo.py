@@ -9,7 +9,6 @@ import contextlib
 import io
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from mnist_pipeline import preprocess
 
-from conftest import MNIST_MIRROR, REPO
+from conftest import MNIST_MIRROR, REPO, clean_env
 from test_ui import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, WAIT_MS, free_port, stop
 
 pytestmark = pytest.mark.slow
@@ -43,7 +42,7 @@ def demo(request, untrained_model, tmp_path_factory) -> str:
     log = tmp_path_factory.mktemp("demo") / "demo.log"
     command = [sys.executable, "-m", "mnist_pipeline.demo", "--model", str(checkpoint), "--port", str(port)]
     with open(log, "wb") as out:
-        server = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(REPO / "src")}, stdout=out,
+        server = subprocess.Popen(command, env=clean_env(PYTHONPATH=str(REPO / "src")), stdout=out,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -1,6 +1,5 @@
 """`python -m mnist_pipeline.predict`: one line per image, one error line per bad file, and real accuracy."""
 
-import os
 import re
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from mnist_pipeline import inference, predict
 
-from conftest import REPO, as_scanned
+from conftest import REPO, as_scanned, clean_env
 
 ANSWER = r"(\d) \((0\.\d\d|1\.00)\)"
 
@@ -36,7 +35,7 @@ def test_each_bad_image_gets_one_error_line_and_the_others_are_still_predicted(u
     # As a user runs it: a fresh process, paths as typed, relative to the current folder.
     done = subprocess.run([sys.executable, "-m", "mnist_pipeline.predict", "--model", str(untrained_model), *images],
                           cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+                          env=clean_env(PYTHONPATH=str(REPO / "src")))
     assert done.returncode == 1
     assert [re.fullmatch(rf"(\S+): {ANSWER}", line)[1] for line in done.stdout.splitlines()] == ["one.png", "one.jpg"]
     assert done.stderr.splitlines() == [
@@ -84,7 +83,7 @@ def test_accuracy_on_real_test_digits_as_scanned(trained_model, real_digits, tmp
     predicted = np.array([int(re.fullmatch(rf"\S+: {ANSWER}", line)[1]) for line in lines])
 
     # The same model on the same digits as MNIST has them, without the round trip through files.
-    as_in_mnist = inference.from_checkpoint(trained_model)(images[:, None].astype(np.float32) / 255).argmax(1)
+    as_in_mnist = inference.from_checkpoint(trained_model)[0](images[:, None].astype(np.float32) / 255).argmax(1)
     accuracy, baseline = (predicted == labels).mean(), (as_in_mnist == labels).mean()
     print(f"predict: {accuracy:.1%} right on {len(labels)} real test digits as scanned; "
           f"{baseline:.1%} on the same digits as MNIST has them")

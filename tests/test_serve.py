@@ -7,7 +7,6 @@ weights: the form of the answers is the same, only the real-digit test needs the
 """
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -23,9 +22,8 @@ from mlflow.tracking import MlflowClient
 from PIL import Image, ImageDraw
 
 from mnist_pipeline import inference, preprocess, tracking
-from mnist_pipeline.files import digest
 
-from conftest import MNIST_MIRROR, REPO
+from conftest import MNIST_MIRROR, REPO, clean_env
 from test_ui import free_port, stop, wait_healthy
 
 pytestmark = pytest.mark.slow
@@ -54,14 +52,15 @@ def champion(request, untrained_model, tmp_path_factory) -> tuple[str, Path, Pat
     checkpoint = request.getfixturevalue("trained_model") if MNIST_MIRROR else untrained_model
     root = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.create_experiment(NAME, artifact_location=(root / "mlruns").as_uri())
-    with mlflow.start_run(experiment_id=experiment) as run:
-        tracking.log_model(checkpoint, torch.from_numpy(strokes()), digest(checkpoint))
-    model_uri = MlflowClient(uri).get_run(run.info.run_id).data.tags[tracking.MODEL_URI_TAG]
+    with mlflow.start_run(experiment_id=experiment):
+        model_uri = tracking.log_model(checkpoint, strokes())
     version = mlflow.register_model(model_uri, NAME).version
     MlflowClient(uri).set_registered_model_alias(NAME, "champion", version)
-    return uri, root, checkpoint
+    yield uri, root, checkpoint
+    mlflow.set_tracking_uri(previous)  # the process-wide URI: no other test may inherit this store
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +69,7 @@ def scoring_server(champion) -> str:
     uri, root, _ = champion
     port = free_port()
     log = root / "serve.log"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true",
-           "PYTHONPATH": str(REPO / "src")}
+    env = clean_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO / "src"))
     command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", CHAMPION_URI,
                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
     with open(log, "wb") as out:
@@ -117,7 +115,7 @@ def test_answers_class_and_probabilities_of_each_image(scoring_server, champion)
     assert status == 200
     check_answer(answer, len(images))
     # The very model in the checkpoint: the same probabilities as predict computes from it.
-    expected = inference.from_checkpoint(checkpoint)(images)
+    expected = inference.from_checkpoint(checkpoint)[0](images)
     assert np.allclose([p["probabilities"] for p in answer["predictions"]], expected, atol=1e-6)
 
 
@@ -173,7 +171,7 @@ def test_predict_takes_the_model_from_the_store(champion, tmp_path):
     image = Image.new("L", (200, 200), 255)
     ImageDraw.Draw(image).ellipse([50, 25, 150, 175], outline="black", width=14)
     image.save(tmp_path / "zero.png")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO / "src")}
+    env = clean_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO / "src"))
     by_uri = subprocess.run([sys.executable, "-m", "mnist_pipeline.predict", "--model-uri", CHAMPION_URI,
                              "--top", "2", "zero.png"], cwd=tmp_path, env=env, capture_output=True, text=True)
     by_file = subprocess.run([sys.executable, "-m", "mnist_pipeline.predict", "--model", str(checkpoint),
@@ -186,7 +184,7 @@ def test_predict_takes_the_model_from_the_store(champion, tmp_path):
 
 def test_predict_names_a_model_uri_it_cannot_load(champion, tmp_path):
     uri, _, _ = champion
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO / "src")}
+    env = clean_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO / "src"))
     done = subprocess.run([sys.executable, "-m", "mnist_pipeline.predict", "--model-uri", "models:/mnist-mlp@nobody",
                            "any.png"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 1 and done.stdout == ""

@@ -109,4 +109,6 @@ def test_a_server_killed_and_restarted_mid_training_loses_nothing(team_server, t
     assert proc.returncode == 0, err
     assert f"tracking: {team_server.url} does not answer" in err and "answers again" in err
     client = client_of(team_server, "rita", password, monkeypatch)
-    assert_complete_run(client, recorded_run_id(out), 6, model_name="restarts")
+    run = assert_complete_run(client, recorded_run_id(out), 6, model_name="restarts")
+    # MLflow's system metrics, sampled each second, for the run page's "System metrics" charts.
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)

@@ -29,7 +29,7 @@ def logged_model(params, path, seed: int) -> str:
     torch.manual_seed(seed)
     save_checkpoint(MLP(params.model), params.model, MNIST.classes, path)
     with mlflow.start_run():
-        return tracking._log_model(path, np.zeros((2, 1, 28, 28), np.float32) + 0.5)
+        return tracking.log_model(path, np.zeros((2, 1, 28, 28), np.float32) + 0.5)
 
 
 def test_the_logged_model_gives_the_checkpoints_answers_on_real_digits(params, tiny_mnist, store_uri, tmp_path):

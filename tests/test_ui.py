@@ -168,8 +168,8 @@ def test_the_direct_link_opens_a_fresh_browser_on_the_runs_and_their_charts(mlfl
         for name in PER_EPOCH:
             expect(cards.filter(has=page.get_by_role("heading", name=name, exact=True))).to_have_count(1)
         expect(cards.locator(".scatterlayer .js-line").first).to_have_attribute("d", re.compile(r"^M[-\d.]+,[-\d.]+L"))
-        page.screenshot(path=SCREENSHOTS / "mlflow-direct-link.png", full_page=True)
     finally:
+        page.screenshot(path=SCREENSHOTS / "mlflow-direct-link.png", full_page=True)  # what the browser showed
         context.close()
 
 

@@ -64,7 +64,8 @@ def predictions_csv(labels: torch.Tensor, predicted: torch.Tensor) -> str:
     return "actual,predicted\n" + "\n".join(rows) + "\n"
 
 
-def per_class_metrics(report: dict) -> dict[str, float]:
-    """The report's per-class figures as flat metric names: precision_0, recall_Trouser, ..."""
-    return {f"{kind}_{name}": figures[kind] for name, figures in report["per_class"].items()
-            for kind in ("precision", "recall")}
+def per_class_table(report: dict) -> dict[str, list]:
+    """The report's per-class figures as columns: class, precision, recall."""
+    rows = report["per_class"].items()
+    return {"class": [name for name, _ in rows], "precision": [f["precision"] for _, f in rows],
+            "recall": [f["recall"] for _, f in rows]}
