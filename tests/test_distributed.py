@@ -168,10 +168,20 @@ def processes_of(workdir: Path) -> list[str]:
     return found.stdout.split()
 
 
+LONGER = {"processes": 2, "epochs": 4, "batch_size": 4}  # epochs long enough for a signal to land in one
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> list[dict]:
+    workdir = make_workdir(tmp_path_factory.mktemp("straight"), **LONGER)
+    assert train(workdir).returncode == 0
+    return history(workdir)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_every_rank_and_a_rerun_resumes(tmp_path, sig):
-    workdir = make_workdir(tmp_path, processes=2, epochs=4, batch_size=4)
+def test_a_signal_stops_every_rank_and_a_rerun_resumes(tmp_path, sig, uninterrupted):
+    workdir = make_workdir(tmp_path, **LONGER)
     # The data folder as an absolute path, so that pgrep finds every process of this run by it.
     args = [sys.executable, "-m", "mnist_pipeline.stages.train", "--params", "params.yaml", "--data",
             str(workdir / "data"), "--model", "models/model.pt", "--history", "metrics/history.json"]
@@ -194,9 +204,7 @@ def test_a_signal_stops_every_rank_and_a_rerun_resumes(tmp_path, sig):
     assert re.search(r"resuming after epoch \d", resumed.stdout)
     (run,) = project_runs(workdir)  # the same run, reopened
     assert run.info.status == "FINISHED"
-    straight = make_workdir(tmp_path / "straight", processes=2, epochs=4, batch_size=4)
-    assert train(straight).returncode == 0
-    assert history(workdir) == history(straight)
+    assert history(workdir) == uninterrupted
 
 
 # --- Two machines: two network namespaces joined by a veth pair, one rank each ---

@@ -1,6 +1,7 @@
 """The pipeline against the team server: refusals before training, four queued experiments two at a
 time, and a server that dies and comes back in the middle of training."""
 
+import json
 import os
 import signal
 import subprocess
@@ -112,3 +113,11 @@ def test_a_server_killed_and_restarted_mid_training_loses_nothing(team_server, t
     run = assert_complete_run(client, recorded_run_id(out), 6, model_name="restarts")
     # MLflow's system metrics, sampled each second, for the run page's "System metrics" charts.
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
+    # Proxied artifacts: the run's files and the model went to the server's folder, none stayed here.
+    stored = team_server.state / "artifacts" / run.info.experiment_id
+    assert list((stored / run.info.run_id / "artifacts").rglob("eval.json"))
+    assert list((stored / "models").glob("*/artifacts/MLmodel"))
+    assert not (folder / "mlruns").exists() and not (folder / "mlartifacts").exists()
+    # The password reached no param, tag, output or file of the project.
+    assert password not in json.dumps([run.data.params, run.data.tags]) + out + err
+    assert not [p for p in folder.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
