@@ -18,10 +18,11 @@ $(VENV)/.installed: requirements.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-# Rebuild requirements.lock from pyproject.toml's direct dependencies (README: "Upgrade a dependency").
+# Rebuild requirements.lock from pyproject.toml's direct dependencies, keeping every other pin;
+# UPGRADE="-P name" moves one package beneath them (README, "Dependencies").
 lock: $(VENV)/.installed
 	pip-compile --quiet --extra dev --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
-		--no-emit-find-links --output-file requirements.lock pyproject.toml
+		--no-emit-find-links $(UPGRADE) --output-file requirements.lock pyproject.toml
 
 repro: $(VENV)/.installed
 	dvc repro

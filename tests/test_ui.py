@@ -110,8 +110,9 @@ def browser():
             browser.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def browser_context(browser):
+    """A fresh profile for each test: what one test clicks (the UI saves its view) never leads another."""
     context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(WAIT_MS)
     # The assistant side panel opens by itself on a first visit and narrows every page.
