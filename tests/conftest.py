@@ -111,6 +111,15 @@ def sh(*cmd: str, cwd: Path, check: bool = True, env: dict | None = None) -> sub
     return done
 
 
+def start_queue(root: Path, workers: int, env: dict | None = None) -> None:
+    """`dvc queue start -j N`. Its output goes to a file, not a pipe: the workers it leaves running
+    inherit its stdout, and a pipe would stay open (and a reader blocked) for as long as they live."""
+    with open(root / "queue-start.log", "w") as log:
+        done = subprocess.run(["dvc", "queue", "start", "-j", str(workers)], cwd=root, env=env or clean_env(),
+                              stdout=log, stderr=subprocess.STDOUT)
+    assert done.returncode == 0, (root / "queue-start.log").read_text()
+
+
 def write_tiny_params(path: Path, dataset: str = "mnist", **train) -> None:
     """The repo's params.yaml with a small model and these train settings, as a stage reads it."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())

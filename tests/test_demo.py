@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from mnist_pipeline import preprocess
 
 from conftest import MNIST_MIRROR, REPO, clean_env
-from test_ui import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, WAIT_MS, free_port, stop
+from test_ui import SCREENSHOTS, browser, free_port, stop  # noqa: F401 (browser: a fixture)
 
 pytestmark = pytest.mark.slow
 # The drawing tests need a model that reads digits: the session's, trained on real MNIST.
@@ -102,20 +102,6 @@ def test_answers_a_drawing_with_predicts_own_preprocessing(demo):
 def test_blank_or_unreadable_drawing_is_a_422_with_the_reason(demo, body, message):
     status, answer = post_drawing(demo, body)
     assert status == 422 and re.search(message, answer["error"]), answer
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    expect.set_options(timeout=WAIT_MS)
-    SCREENSHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import EPOCHS, assert_complete_run, make_project, project_runs, sh, store
+from conftest import EPOCHS, assert_complete_run, make_project, project_runs, sh, start_queue, store
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def experiments(baseline):
     sh("dvc", "exp", "run", "--queue", "-n", "queued-a", "-S", "train.lr=0.05", cwd=baseline)
     sh("dvc", "exp", "run", "--queue", "-n", "queued-b", "-S", "train.lr=0.2", cwd=baseline)
     # Two at once, writing to the same SQLite store: no run and no metric point may be lost.
-    sh("dvc", "queue", "start", "-j", "2", cwd=baseline)
+    start_queue(baseline, 2)
     status = wait_for_queue(baseline)
     assert status.count("Success") == 2, status
     sh("dvc", "exp", "run", "-n", "lr-001", "-S", "train.lr=0.01", "-S", "train.epochs=3", cwd=baseline)

@@ -41,7 +41,9 @@ def workdir(tmp_path: Path) -> Path:
 
 def stage(name: str, workdir: Path, *args: str) -> subprocess.Popen:
     """Start a stage as DVC would, in `workdir`, logging to its own SQLite store."""
-    env = clean_env(PYTHONPATH=str(REPO / "src"), MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
+    # On the CPU, as train_in_process is, whether or not this machine has a GPU: the histories compared.
+    env = clean_env(PYTHONPATH=str(REPO / "src"), MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
+                    CUDA_VISIBLE_DEVICES="")
     return subprocess.Popen([sys.executable, "-m", f"mnist_pipeline.stages.{name}", *args], cwd=workdir,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import (EPOCHS, REPO, assert_complete_run, clean_env, make_project, recorded_run_id, sh,
-                      write_synthetic_mnist, write_tiny_params)
+                      start_queue, write_synthetic_mnist, write_tiny_params)
 from servers import server_cli
 
 pytestmark = pytest.mark.slow
@@ -76,7 +76,7 @@ def test_four_queued_experiments_two_at_a_time_all_land_complete(team_server, tm
     lrs = ("0.05", "0.1", "0.2", "0.3")
     for lr in lrs:
         sh("dvc", "exp", "run", "--queue", "-n", f"lr-{lr}", "-S", f"train.lr={lr}", cwd=root, env=env)
-    sh("dvc", "queue", "start", "-j", "2", cwd=root, env=env)
+    start_queue(root, 2, env)
     deadline = time.monotonic() + 900
     while "Queued" in (status := sh("dvc", "queue", "status", cwd=root, env=env).stdout) or "Running" in status:
         assert time.monotonic() < deadline, status

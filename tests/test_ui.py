@@ -100,6 +100,9 @@ def mlflow_ui(project, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
+    """Debian's Chromium, headless, driven by playwright (no browser download); test_demo.py uses it too."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
     expect.set_options(timeout=WAIT_MS)
     SCREENSHOTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:

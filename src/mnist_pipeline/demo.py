@@ -39,15 +39,12 @@ def create_app(predict: inference.Predictor) -> FastAPI:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--model", default="models/model.pt", help="checkpoint to use (default: %(default)s)")
-    source.add_argument("--model-uri", help="an MLflow model instead, e.g. models:/mnist-mlp@champion")
+    inference.add_model_options(parser)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5002)
     args = parser.parse_args(argv)
     try:
-        predict, _ = (inference.from_mlflow(args.model_uri) if args.model_uri
-                      else inference.from_checkpoint(args.model))
+        predict, _ = inference.from_options(args)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

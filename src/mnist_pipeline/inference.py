@@ -1,6 +1,7 @@
 """The model's answer for prepared images, from a checkpoint or an MLflow model: class probabilities,
 and the names of the classes (the digits for MNIST)."""
 
+import argparse
 import os
 from collections.abc import Callable
 from functools import partial
@@ -21,6 +22,18 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 def probabilities(model: nn.Module, images: np.ndarray) -> np.ndarray:
     """Softmax of the model's logits; the class is the index of the largest."""
     return torch.softmax(model.eval()(torch.from_numpy(images)), dim=1).numpy()
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model (a checkpoint, by default models/model.pt) or --model-uri (an MLflow model)."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", default="models/model.pt", help="checkpoint to use (default: %(default)s)")
+    source.add_argument("--model-uri", help="an MLflow model instead, e.g. models:/mnist-mlp@champion")
+
+
+def from_options(args: argparse.Namespace) -> tuple[Predictor, tuple[str, ...]]:
+    """The model that add_model_options' options name."""
+    return from_mlflow(args.model_uri) if args.model_uri else from_checkpoint(args.model)
 
 
 def from_checkpoint(path: str | Path) -> tuple[Predictor, tuple[str, ...]]:

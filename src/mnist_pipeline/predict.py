@@ -14,8 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     """Print `PATH: DIGIT (PROBABILITY)` per image and `error: ...` per image that fails; exit 1 if any failed."""
     args = _parser().parse_args(argv)
     try:
-        predict, classes = (inference.from_mlflow(args.model_uri) if args.model_uri
-                            else inference.from_checkpoint(args.model))
+        predict, classes = inference.from_options(args)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -40,9 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("images", nargs="+", metavar="IMAGE",
                         help="PNG or JPEG, any size, colour or grey, dark ink on light paper or light on dark")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--model", default="models/model.pt", help="checkpoint to use (default: %(default)s)")
-    source.add_argument("--model-uri", help="an MLflow model instead, e.g. models:/mnist-mlp@champion")
+    inference.add_model_options(parser)
     parser.add_argument("--top", type=int, default=1, choices=range(1, NUM_CLASSES + 1), metavar="K",
                         help="also print the next guesses: the K most probable digits (default: 1)")
     return parser
