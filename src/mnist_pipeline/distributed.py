@@ -18,7 +18,7 @@ from typing import TypeVar
 import torch
 from torch import distributed as dist
 
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.errors import PeerFailure, PipelineError
 
 FAILURE_KEY = "mnist_pipeline/failure"  # in the launch's key-value store: the first rank's error
 FAILURE_WAIT = timedelta(seconds=2)
@@ -128,7 +128,9 @@ def launch(processes: int, module: str, argv: list[str]) -> None:
     try:
         elastic_launch(config, sys.executable)("-m", module, *argv)
     except ChildFailedError as exc:
-        rank, failure = exc.get_first_failure()
-        raise PipelineError(f"training stopped: rank {rank} failed (exit code {failure.exitcode})") from None
+        # The rank that failed first of its own accord, not those that stopped because of it.
+        causes = {r: f for r, f in exc.failures.items() if f.exitcode != PeerFailure.exit_code} or exc.failures
+        rank = min(causes)
+        raise PipelineError(f"training stopped: rank {rank} failed (exit code {causes[rank].exitcode})") from None
     except SignalException as exc:
         raise KeyboardInterrupt(f"signal {exc.sigval}") from None

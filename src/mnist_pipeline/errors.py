@@ -10,6 +10,8 @@ def brief(exc: BaseException, limit: int = 300) -> str:
 class PipelineError(Exception):
     """Base of the errors below; each message names the file, key or URI at fault."""
 
+    exit_code = 1  # of a stage that stops on it
+
 
 class ParamsError(PipelineError, ValueError):
     """A parameters file that cannot describe a run."""
@@ -37,3 +39,9 @@ class TrackingError(PipelineError):
 
 class ImageError(PipelineError, ValueError):
     """An image file that cannot be read as a digit: missing, not an image, or blank."""
+
+
+class PeerFailure(PipelineError):
+    """Another process of a distributed run failed, and this one stops because of it."""
+
+    exit_code = 3  # tells the launcher that the cause lies with another rank

@@ -17,7 +17,7 @@ class Terminated(BaseException):
 def run_stage(work: Callable[..., None], doc: str, argv: list[str] | None, **options: str) -> int:
     """Parse a required `--name` for each option (value: its help), call `work(name=value, ...)`.
 
-    A PipelineError prints its message alone and exits 1; Ctrl-C and SIGTERM exit 130.
+    A PipelineError prints its message alone and exits 1 (3 for a PeerFailure); Ctrl-C and SIGTERM exit 130.
     """
     parser = argparse.ArgumentParser(description=doc)
     for name, help_text in options.items():
@@ -28,7 +28,7 @@ def run_stage(work: Callable[..., None], doc: str, argv: list[str] | None, **opt
         work(**args)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except (KeyboardInterrupt, Terminated) as exc:
         print(f"interrupted ({type(exc).__name__}); outputs of this stage were not written", file=sys.stderr)
         return 130

@@ -17,7 +17,7 @@ from mnist_pipeline import data as raw, device as compute, distributed, engine, 
 from mnist_pipeline.config import Params, load_params
 from mnist_pipeline.datasets import DATASETS, Dataset
 from mnist_pipeline.distributed import World
-from mnist_pipeline.errors import PipelineError, brief
+from mnist_pipeline.errors import PeerFailure, brief
 from mnist_pipeline.files import atomic_path, rounded, write_json
 from mnist_pipeline.model import load_checkpoint, save_checkpoint
 from mnist_pipeline.stages import Terminated, exit_now, run_stage
@@ -40,7 +40,7 @@ def train(params: str, data: str, model: str, history: str) -> None:
     try:
         _train(cfg, params, Path(data), Path(model), Path(history), device, world)
     except Exception as exc:
-        if world:  # for the other ranks, which stop too and name the cause
+        if world and not isinstance(exc, PeerFailure):  # for the other ranks, which stop and name the cause
             distributed.report_failure(f"rank {world.rank}: {brief(exc)}")
         raise
     finally:
@@ -116,7 +116,7 @@ def _peer_failures(world: World | None):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         failure = distributed.peer_failure()
         if failure:
-            raise PipelineError(f"stopped because another process failed: {failure}") from None
+            raise PeerFailure(f"stopped because another process failed: {failure}") from None
         raise
 
 
