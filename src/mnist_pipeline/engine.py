@@ -10,14 +10,15 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from mnist_pipeline import evaluation, fast_step
 from mnist_pipeline.config import Params, TrainConfig
 from mnist_pipeline.data import Split
-from mnist_pipeline.errors import DivergenceError
-from mnist_pipeline import evaluation, fast_step
 from mnist_pipeline.distributed import World
+from mnist_pipeline.errors import DivergenceError
 from mnist_pipeline.model import build
 
 Scheduler = torch.optim.lr_scheduler.LRScheduler
+
 
 @dataclass
 class Training:
@@ -81,7 +82,7 @@ Step = Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.T
 `share` is this process's part of the batch times the number of processes: 1.0 on one process."""
 
 
-def make_step(training: "Training", cfg: TrainConfig, world: World | None = None) -> Step:
+def make_step(training: Training, cfg: TrainConfig, world: World | None = None) -> Step:
     """The hand-written step where it gives the same bits (Training.create left out the optimizer),
     else autograd's, through DistributedDataParallel when several processes share each batch."""
     if training.optimizer is None:
