@@ -6,8 +6,7 @@ import json
 import pytest
 import yaml
 
-from conftest import (EPOCHS, N_TEST, assert_complete_run, clean_env, make_project, project_runs,
-                      recorded_run_id, sh, store)
+from conftest import EPOCHS, N_TEST, assert_complete_run, clean_env, project_runs, recorded_run_id, sh, store
 
 pytestmark = pytest.mark.slow
 
@@ -51,9 +50,10 @@ def test_the_run_holds_the_whole_record(project):
     run = assert_complete_run(client, recorded_run_id(repro.stdout), EPOCHS)
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.name == "mnist-mlp"
-    head = sh("git", "rev-parse", "HEAD", cwd=root).stdout.strip()
-    assert run.data.tags["git_commit"] == head
-    assert run.info.run_name == f"{head[:7]} lr=0.1 bs=32 ep={EPOCHS} sgd"
+    # The commit the run was made at: make_project's last ("data"), whatever was committed since.
+    made_at = sh("git", "log", "--format=%H", "--grep=^data$", cwd=root).stdout.strip()
+    assert run.data.tags["git_commit"] == made_at
+    assert run.info.run_name == f"{made_at[:7]} lr=0.1 bs=32 ep={EPOCHS} sgd"
     assert (run.data.tags["torch_threads"], run.data.tags["world_size"], run.data.tags["device"]) == ("1", "1", "cpu")
 
     params = yaml.safe_load((root / "params.yaml").read_text())
@@ -84,15 +84,13 @@ def test_second_repro_does_nothing(project):
 
 
 @pytest.fixture(scope="module")
-def fresh_clone(tmp_path_factory):
-    """A project whose run is committed (metrics, dvc.lock), cloned as a newcomer does, then `dvc repro`.
-
-    The clone has no model and no plots; its data comes from the original's DVC cache, as it
-    would from a download or a remote."""
-    original = make_project(tmp_path_factory.mktemp("original"))
-    sh("dvc", "repro", cwd=original)
+def fresh_clone(project, tmp_path_factory):
+    """The session's project with its run committed (metrics, dvc.lock), cloned as a newcomer does,
+    then `dvc repro`. The clone has no model and no plots; its data comes from the original's DVC
+    cache, as it would from a download or a remote."""
+    original, _ = project
     sh("git", "add", "-A", cwd=original)
-    sh("git", "commit", "-qm", "the committed run", cwd=original)
+    sh("git", "commit", "-qm", "the committed run", cwd=original)  # outputs unchanged: still up to date
     clone = tmp_path_factory.mktemp("clone")
     sh("git", "clone", "-q", str(original), str(clone), cwd=clone)
     sh("dvc", "cache", "dir", "--local", str(original / ".dvc" / "cache"), cwd=clone)
