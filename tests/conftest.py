@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -111,13 +112,28 @@ def sh(*cmd: str, cwd: Path, check: bool = True, env: dict | None = None) -> sub
     return done
 
 
-def start_queue(root: Path, workers: int, env: dict | None = None) -> None:
-    """`dvc queue start -j N`. Its output goes to a file, not a pipe: the workers it leaves running
-    inherit its stdout, and a pipe would stay open (and a reader blocked) for as long as they live."""
+def run_queue(root: Path, workers: int, env: dict | None = None, wait_s: float = 900) -> str:
+    """`dvc queue start -j N`, then wait until the queue is empty; every task must succeed (a
+    failure shows that task's log). Returns `dvc queue status`.
+
+    Its output goes to a file, not a pipe: the workers it leaves running inherit its stdout, and a
+    pipe would stay open (and a reader blocked) for as long as they live."""
+    env = env or clean_env()
     with open(root / "queue-start.log", "w") as log:
-        done = subprocess.run(["dvc", "queue", "start", "-j", str(workers)], cwd=root, env=env or clean_env(),
+        done = subprocess.run(["dvc", "queue", "start", "-j", str(workers)], cwd=root, env=env,
                               stdout=log, stderr=subprocess.STDOUT)
     assert done.returncode == 0, (root / "queue-start.log").read_text()
+    deadline = time.monotonic() + wait_s
+    while "Queued" in (status := sh("dvc", "queue", "status", cwd=root, env=env).stdout) or "Running" in status:
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+    failed = [line.split()[0] for line in status.splitlines() if line.split()[-1:] == ["Failed"]]
+    if failed:  # a task that failed before its stages ran has no log of its own, only its worker's
+        logs = [sh("dvc", "queue", "logs", task, cwd=root, env=env, check=False) for task in failed]
+        workers = sorted((root / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.out"))
+        raise AssertionError("\n".join([status, *(log.stdout[-4000:] + log.stderr for log in logs),
+                                        *(w.read_text()[-6000:] for w in workers)]))
+    return status
 
 
 def write_tiny_params(path: Path, dataset: str = "mnist", **train) -> None:

@@ -63,3 +63,31 @@ def test_a_model_of_other_data_never_takes_the_champion(params, store_uri, tmp_p
     first, second = (logged_model(fashion, tmp_path / f"m{i}.pt", seed=i) for i in range(2))
     assert tracking.register("reg", first, 0.90, "mnist") == ("1", True)
     assert tracking.register("reg", second, 0.99, "fashion-mnist") == ("2", False)
+
+
+
+def test_a_registration_does_not_crown_itself_over_a_better_version_still_deciding(params, store_uri, tmp_path):
+    # Two queued experiments register at once: the better one's version exists, its decision not yet.
+    better, worse = (logged_model(params, tmp_path / f"m{i}.pt", seed=i) for i in range(2))
+    client = mlflow.MlflowClient()
+    client.create_registered_model("reg")
+    client.create_model_version("reg", better, tags={"test_accuracy": "0.950000", "dataset": "mnist"})
+    assert tracking.register("reg", worse, 0.90, "mnist") == ("2", False)
+    assert str(client.get_model_version_by_alias("reg", tracking.CHAMPION).version) == "1"
+
+
+def test_a_stale_champion_write_that_lands_last_is_corrected(params, store_uri, tmp_path, monkeypatch):
+    first, mine, racing = (logged_model(params, tmp_path / f"m{i}.pt", seed=i) for i in range(3))
+    assert tracking.register("reg", first, 0.90, "mnist") == ("1", True)
+    set_alias = mlflow.MlflowClient.set_registered_model_alias
+
+    def racing_first(client, name, alias, version):
+        # Between this registration's look and its write, a better one registers and crowns itself.
+        monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_alias", set_alias)
+        client.create_model_version(name, racing, tags={"test_accuracy": "0.990000", "dataset": "mnist"})
+        set_alias(client, name, alias, "3")
+        set_alias(client, name, alias, version)  # then this one's stale write lands
+
+    monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_alias", racing_first)
+    assert tracking.register("reg", mine, 0.95, "mnist") == ("2", False)
+    assert str(mlflow.MlflowClient().get_model_version_by_alias("reg", tracking.CHAMPION).version) == "3"
