@@ -7,10 +7,12 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from mlflow.exceptions import MlflowException
 
 from mnist_pipeline import tracking
 from mnist_pipeline.data import load_split
 from mnist_pipeline.datasets import FASHION_MNIST, MNIST
+from mnist_pipeline.errors import TrackingError
 from mnist_pipeline.model import MLP, load_checkpoint, save_checkpoint
 
 
@@ -91,3 +93,38 @@ def test_a_stale_champion_write_that_lands_last_is_corrected(params, store_uri, 
     monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_alias", racing_first)
     assert tracking.register("reg", mine, 0.95, "mnist") == ("2", False)
     assert str(mlflow.MlflowClient().get_model_version_by_alias("reg", tracking.CHAMPION).version) == "3"
+
+
+def test_a_dataset_a_parallel_run_added_first_is_logged_on_the_second_try(params, store_uri, tmp_path, monkeypatch):
+    # MLflow checks, then inserts: of two runs starting at once, the store refuses one insert (on
+    # PostgreSQL: UniqueViolation on dataset_pk). Here the first try is refused that way.
+    monkeypatch.chdir(tmp_path)
+    log_input, refused = mlflow.log_input, []
+
+    def refused_once(*args, **kwargs):
+        if not refused:
+            refused.append(True)
+            raise MlflowException('duplicate key value violates unique constraint "dataset_pk"')
+        return log_input(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", refused_once)
+    with tracking.training_run(params, MNIST, "0123456789abcdef", "cpu", 1) as run:
+        pass
+    recorded = mlflow.MlflowClient().get_run(run.run_id)
+    assert recorded.info.status == "FINISHED" and refused
+    assert [(d.dataset.name, d.dataset.digest) for d in recorded.inputs.dataset_inputs] == [
+        ("mnist", "0123456789abcdef")]
+
+
+def test_a_run_that_fails_while_starting_is_marked_failed_not_left_running(params, store_uri, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def refused(*args, **kwargs):
+        raise MlflowException("the store said no")
+
+    monkeypatch.setattr(mlflow, "log_input", refused)
+    with pytest.raises(TrackingError, match="the store said no"):
+        with tracking.training_run(params, MNIST, "0123456789abcdef", "cpu", 1):
+            pass
+    [run] = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.info.status == "FAILED"

@@ -195,6 +195,7 @@ def training_run(params: Params, dataset: Dataset, data_digest: str, device: str
         else:
             _start(params, dataset, data_digest, {"device": device, "world_size": str(world_size)}, experiment_id)
     except MlflowException as exc:
+        _end("FAILED", uri)  # a run started before the error is not left RUNNING
         raise _refusal(exc, uri, params.tracking) or TrackingError(f"MLflow tracking store {uri}: {brief(exc)}") from None
     run = Run(mlflow.active_run().info.run_id, experiment_id, uri)
     try:
@@ -218,9 +219,19 @@ def _start(params: Params, dataset: Dataset, data_digest: str, tags: dict[str, s
     mlflow.start_run(experiment_id=experiment_id, run_name=_run_name(params, commit), tags=tags,
                      log_system_metrics=True)
     mlflow.log_params(flatten(params))
-    # The data as an input of the run: the UI shows which files (name and digest) trained it.
-    source = HTTPDatasetSource(dataset.public_mirrors[0])
-    mlflow.log_input(MetaDataset(source, name=dataset.name, digest=data_digest), context="training")
+    _log_dataset(dataset, data_digest)
+
+
+def _log_dataset(dataset: Dataset, data_digest: str) -> None:
+    """The data as an input of the run: the UI shows which files (name and digest) trained it.
+    MLflow adds a dataset to an experiment after checking that it is not there yet, so two runs
+    starting at once (queued experiments) can both try, and the store refuses one: that one finds
+    the dataset on its second try."""
+    data = MetaDataset(HTTPDatasetSource(dataset.public_mirrors[0]), name=dataset.name, digest=data_digest)
+    try:
+        mlflow.log_input(data, context="training")
+    except MlflowException:
+        mlflow.log_input(data, context="training")
 
 
 def log_model(checkpoint: Path, example: np.ndarray) -> str:
