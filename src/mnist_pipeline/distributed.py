@@ -69,14 +69,14 @@ def leave() -> None:
         dist.destroy_process_group()
 
 
-def check_split(batch_size: int, world: int, source: str, n_train: int = 0) -> None:
+def check_split(batch_size: int, processes: int, source: str, n_train: int = 0) -> None:
     """Refuse a batch that cannot be shared evenly: every rank must take part in every step."""
-    if batch_size % world:
-        raise PipelineError(f"{source}: train.batch_size = {batch_size}: must divide by the {world} processes "
+    if batch_size % processes:
+        raise PipelineError(f"{source}: train.batch_size = {batch_size}: must divide by the {processes} processes "
                             "that share each batch")
-    if 0 < n_train % batch_size < world:
+    if 0 < n_train % batch_size < processes:
         raise PipelineError(f"{source}: the last batch has {n_train % batch_size} images, fewer than the "
-                            f"{world} processes; choose another train.batch_size")
+                            f"{processes} processes; choose another train.batch_size")
 
 
 def from_leader(value: T) -> T:

@@ -34,12 +34,13 @@ class Training:
         """A fresh, seeded run: same params, same initial weights and the same shuffles."""
         torch.manual_seed(params.seed)
         model = build(params.model).to(device)
+        generator = torch.Generator().manual_seed(params.seed)
         if processes == 1 and fast_step.covers(model, params.train):
             # No optimizer object: making the first one imports torch's compiler (1.2 s here).
-            return cls(model, None, None, torch.Generator().manual_seed(params.seed))
+            return cls(model, None, None, generator)
         optimizer = make_optimizer(model, params.train)
         scheduler = make_scheduler(optimizer, params.train, math.ceil(n_train / params.train.batch_size))
-        return cls(model, optimizer, scheduler, torch.Generator().manual_seed(params.seed))
+        return cls(model, optimizer, scheduler, generator)
 
     def state_dict(self) -> dict[str, Any]:
         return {

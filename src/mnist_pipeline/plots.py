@@ -1,4 +1,4 @@
-"""The pipeline's figures: pure matplotlib, figures or PNG bytes in return, no file written.
+"""The pipeline's figures: matplotlib figures or PNG bytes in return, no file written.
 
 Figures are made without pyplot: no display backend, no global registry to close them from.
 """
@@ -8,17 +8,24 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from torch import nn
+
+from mnist_pipeline import evaluation
+from mnist_pipeline.data import Split
 
 SAMPLES = 10  # the article's row of the first training images
 
 
-def render(history: Sequence[dict], report: dict, samples: np.ndarray, labels: Sequence[int],
-           predicted: Sequence[int], classes: Sequence[str]) -> dict[str, bytes]:
-    """The four PNGs of a run by file name: curves, sample images, confusion matrix."""
+def render(model: nn.Module, history: Sequence[dict], report: dict, samples: Split,
+           classes: Sequence[str]) -> dict[str, bytes]:
+    """The four PNGs of a trained model by file name: curves, sample images with the model's guesses,
+    confusion matrix. The plot stage writes them; the train stage records them."""
+    names = [classes[i] for i in samples.labels.tolist()]
+    guesses = [classes[i] for i in evaluation.predict(model, samples.images).argmax(1).tolist()]
     figures = {
         "loss.png": curves(history, "loss", "Cross-entropy loss"),
         "accuracy.png": curves(history, "accuracy", "Accuracy"),
-        "samples.png": sample_grid(samples, [classes[i] for i in labels], [classes[i] for i in predicted]),
+        "samples.png": sample_grid(samples.images.numpy(), names, guesses),
         "confusion.png": confusion(report["confusion_matrix"], classes),
     }
     return {name: _png(figure) for name, figure in figures.items()}

@@ -58,43 +58,22 @@ class ApiError(ServerError):
         self.error_code = error_code  # MLflow's name for it, e.g. RESOURCE_ALREADY_EXISTS
 
 
-@dataclass(frozen=True)
 class State:
     """The paths inside the state folder."""
 
-    root: Path
+    def __init__(self, root: Path):
+        self.root = root
+        self.pg = root / "postgres"  # owned by the user PostgreSQL runs as, mode 0700; holds its socket
+        self.data = self.pg / "data"
+        self.pg_log = self.pg / "postgres.log"
+        self.artifacts = root / "artifacts"
+        self.log = root / "mlflow.log"
+        self.server = root / "server.json"  # pid, host and port of the running `mlflow server`
+        self.secret_key = root / "flask-secret-key"
+        self.auth_config = root / "basic_auth.ini"
 
-    @property
-    def pg(self) -> Path:  # owned by the user PostgreSQL runs as, mode 0700; holds its socket
-        return self.root / "postgres"
-
-    @property
-    def data(self) -> Path:
-        return self.pg / "data"
-
-    @property
-    def pg_log(self) -> Path:
-        return self.pg / "postgres.log"
-
-    @property
-    def artifacts(self) -> Path:
-        return self.root / "artifacts"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "mlflow.log"
-
-    @property
-    def server(self) -> Path:  # pid, host and port of the running `mlflow server`
-        return self.root / "server.json"
-
-    @property
-    def secret_key(self) -> Path:
-        return self.root / "flask-secret-key"
-
-    @property
-    def auth_config(self) -> Path:
-        return self.root / "basic_auth.ini"
+    def has_cluster(self) -> bool:
+        return (self.data / "PG_VERSION").exists()
 
     def db_uri(self, database: str) -> str:
         # No password anywhere: the socket's folder is the access control (see _create_cluster).
@@ -163,7 +142,7 @@ def stop() -> None:
     else:
         print("mlflow server: not running")
     st.server.unlink(missing_ok=True)
-    if (st.data / "PG_VERSION").exists() and (pg := Postgres.find(st)).running():
+    if st.has_cluster() and (pg := Postgres.find(st)).running():
         pg.stop()
         print("postgres: stopped")
     else:
@@ -173,15 +152,15 @@ def stop() -> None:
 def status() -> bool:
     """Print what runs; True when the tracking server answers /health."""
     st = state()
-    pg_up = (st.data / "PG_VERSION").exists() and Postgres.find(st).running()
+    pg_up = st.has_cluster() and Postgres.find(st).running()
     print(f"postgres: {'running' if pg_up else 'stopped'} ({st.pg})")
     running = _running_server(st)
-    healthy = bool(running) and _healthy(local_url(running["host"], running["port"]))
-    if running:
-        url = local_url(running["host"], running["port"])
-        print(f"mlflow server: {'running' if healthy else 'not answering'} at {url} (pid {running['pid']})")
-    else:
+    if not running:
         print("mlflow server: stopped")
+        return False
+    url = local_url(running["host"], running["port"])
+    healthy = _healthy(url)
+    print(f"mlflow server: {'running' if healthy else 'not answering'} at {url} (pid {running['pid']})")
     return healthy
 
 
@@ -211,7 +190,7 @@ class Postgres:
         return self._run("pg_ctl", "status", "-D", str(self.st.data), check=False).returncode == 0
 
     def start(self) -> None:
-        if not (self.st.data / "PG_VERSION").exists():
+        if not self.st.has_cluster():
             self._create_cluster()
         if not self.running():
             self._run("pg_ctl", "start", "-w", "-t", "60", "-s", "-D", str(self.st.data), "-l", str(self.st.pg_log),
@@ -346,9 +325,10 @@ def _secret_key(st: State) -> str:
         fd = os.open(st.secret_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return st.secret_key.read_text().strip()
+    key = secrets.token_urlsafe(32)
     with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_urlsafe(32) + "\n")
-    return st.secret_key.read_text().strip()
+        out.write(key + "\n")
+    return key
 
 
 def _wait_healthy(server: subprocess.Popen, url: str, log: Path) -> None:

@@ -2,19 +2,18 @@
 
 from pathlib import Path
 
-from mnist_pipeline import device, evaluation, plots
+from mnist_pipeline import device, plots
 from mnist_pipeline.data import load_split
 from mnist_pipeline.files import atomic_path, read_json
 from mnist_pipeline.model import load_checkpoint
 from mnist_pipeline.stages import exit_now, run_stage
 
+
 def plot(data: str, model: str, history: str, metrics: str, out: str) -> None:
     device.setup()
     checkpoint = load_checkpoint(model)
     samples = load_split(data, train=True).head(plots.SAMPLES)
-    predicted = evaluation.predict(checkpoint.model, samples.images).argmax(1)
-    pngs = plots.render(read_json(history), read_json(metrics), samples.images.numpy(), samples.labels.tolist(),
-                        predicted.tolist(), checkpoint.classes)
+    pngs = plots.render(checkpoint.model, read_json(history), read_json(metrics), samples, checkpoint.classes)
     for name, png in pngs.items():
         with atomic_path(Path(out) / name) as tmp:
             tmp.write_bytes(png)

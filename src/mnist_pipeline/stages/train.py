@@ -50,20 +50,19 @@ def train(params: str, data: str, model: str, history: str) -> None:
 def _train(cfg: Params, params: str, data: Path, model: Path, history: Path, device: torch.device,
            world: World | None) -> None:
     dataset = DATASETS[cfg.data.dataset]
-    leader = world is None or world.leader
+    leader, processes = (world.leader, world.size) if world else (True, 1)
     train_set = raw.load_split(data, train=True).to(device)
     test_set = raw.load_split(data, train=False).to(device)
     if world:
-        distributed.check_split(cfg.train.batch_size, world.size, params, len(train_set))
+        distributed.check_split(cfg.train.batch_size, processes, params, len(train_set))
     data_digest = raw.digest(data)
 
-    training = engine.Training.create(cfg, len(train_set), device, world.size if world else 1)
+    training = engine.Training.create(cfg, len(train_set), device, processes)
     # Resume state lives beside the model; it is deleted once the run is complete.
     state = resume.State(model.with_name("train_state.pt"), resume.fingerprint(cfg, data_digest),
                          enabled=cfg.train.resume and leader)
     records, interrupted_run = _restore(state, training, world)
-    recording = (tracking.training_run(cfg, dataset, data_digest, device.type, world.size if world else 1,
-                                       resume_run_id=interrupted_run)
+    recording = (tracking.training_run(cfg, dataset, data_digest, device.type, processes, resume_run_id=interrupted_run)
                  if leader else contextlib.nullcontext(tracking.NullRun()))
     with recording as run:
         if leader and tracking.is_server(run.uri):
@@ -125,9 +124,7 @@ def _record(run: tracking.Run, model: Path, records: list[dict], test: raw.Split
     """The evaluation and the plots as the evaluate and plot stages compute them, from the saved model."""
     checkpoint = load_checkpoint(model)
     report, _ = evaluation.report(checkpoint.model, test, checkpoint.classes)
-    predicted = evaluation.predict(checkpoint.model, samples.images).argmax(1)
-    figures = plots.render(records, report, samples.images.numpy(), samples.labels.tolist(), predicted.tolist(),
-                           checkpoint.classes)
+    figures = plots.render(checkpoint.model, records, report, samples, checkpoint.classes)
     version, promoted = run.complete(checkpoint=model, example=test.images[:EXAMPLES].numpy(), report=report,
                                      figures=figures, dataset=dataset, registered_model=registered_model)
     alias = f"@{tracking.CHAMPION}"
