@@ -25,7 +25,8 @@ from playwright.sync_api import expect
 from mnist_pipeline import preprocess
 
 from conftest import MNIST_MIRROR, REPO, clean_env
-from test_ui import SCREENSHOTS, browser, free_port, stop  # noqa: F401 (browser: a fixture)
+from servers import free_port
+from test_ui import SCREENSHOTS, browser, stop  # noqa: F401 (browser: a fixture)
 
 pytestmark = pytest.mark.slow
 # The drawing tests need a model that reads digits: the session's, trained on real MNIST.

@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,17 +23,12 @@ from mnist_pipeline.distributed import World
 
 from conftest import (REPO, assert_complete_run, clean_env, project_runs, store, train_in_process,
                       write_synthetic_mnist, write_tiny_params)
+from servers import free_port
 
 # Enough test images that one flipped prediction (1/2048) is well inside the 0.003 accuracy bound.
 N_TRAIN, N_TEST = 1024, 2048
 SETTINGS = {"epochs": 3, "batch_size": 32, "lr": 0.1}
 ACCURACY_BOUND, LOSS_BOUND = 0.003, 0.002  # per epoch, two processes against one
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rank(rank: int, size: int, port: int, params, data_dir: Path, out: Path) -> None:

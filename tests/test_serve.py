@@ -24,7 +24,8 @@ from PIL import Image, ImageDraw
 from mnist_pipeline import inference, preprocess, tracking
 
 from conftest import MNIST_MIRROR, REPO, clean_env
-from test_ui import free_port, stop, wait_healthy
+from servers import free_port
+from test_ui import stop, wait_healthy
 
 pytestmark = pytest.mark.slow
 NAME, CHAMPION_URI = "mnist-mlp", "models:/mnist-mlp@champion"

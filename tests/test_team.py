@@ -102,7 +102,7 @@ def test_a_server_killed_and_restarted_mid_training_loses_nothing(team_server, t
     for line in proc.stdout:
         if line.startswith("epoch: 1,"):
             break
-    pid = int((team_server.state / "server.json").read_text().split('"pid": ')[1].split(",")[0])
+    pid = json.loads((team_server.state / "server.json").read_text())["pid"]
     os.killpg(pid, signal.SIGKILL)  # the tracking server dies; PostgreSQL keeps the data
     server_cli("start", env=team_server.env)  # and comes back on the same port, as an admin would do
     out, err = proc.communicate(timeout=900)

@@ -9,7 +9,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from playwright.sync_api import expect, sync_playwright
 from mnist_pipeline.tracking import ui_link
 
 from conftest import EPOCHS, PER_EPOCH, REPO, project_runs, store
+from servers import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -41,12 +41,6 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(),
                        reason=f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
