@@ -78,6 +78,17 @@ def test_a_registration_does_not_crown_itself_over_a_better_version_still_decidi
     assert str(client.get_model_version_by_alias("reg", tracking.CHAMPION).version) == "1"
 
 
+def test_a_version_older_than_the_champion_is_never_crowned_again(params, store_uri, tmp_path):
+    # An admin moved the champion off version 1 by hand: only the champion and newer versions compete.
+    uris = [logged_model(params, tmp_path / f"m{i}.pt", seed=i) for i in range(3)]
+    assert tracking.register("reg", uris[0], 0.95, "mnist") == ("1", True)
+    assert tracking.register("reg", uris[1], 0.90, "mnist") == ("2", False)
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias("reg", tracking.CHAMPION, "2")
+    assert tracking.register("reg", uris[2], 0.92, "mnist") == ("3", True)
+    assert str(client.get_model_version_by_alias("reg", tracking.CHAMPION).version) == "3"
+
+
 def test_a_stale_champion_write_that_lands_last_is_corrected(params, store_uri, tmp_path, monkeypatch):
     first, mine, racing = (logged_model(params, tmp_path / f"m{i}.pt", seed=i) for i in range(3))
     assert tracking.register("reg", first, 0.90, "mnist") == ("1", True)
