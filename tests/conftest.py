@@ -240,7 +240,7 @@ def trained_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def untrained_model(tmp_path_factory) -> Path:
     """Random weights: enough where only the form of an answer is checked, not its digit."""
-    cfg = ModelConfig(kind="mlp", hidden=(32, 16), channels=(16, 32), normalize=False)
+    cfg = ModelConfig(kind="mlp", hidden=(32, 16), channels=(16, 32), normalize=False, dropout=0.0)
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("untrained") / "model.pt"
     save_checkpoint(MLP(cfg), cfg, tuple("0123456789"), path)

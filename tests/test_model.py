@@ -13,7 +13,7 @@ from mnist_pipeline.files import digest, save_torch
 from conftest import train_in_process
 from mnist_pipeline.model import CNN, MLP, build, load_checkpoint, save_checkpoint
 
-ARTICLE = ModelConfig(kind="mlp", hidden=(128, 64), channels=(16, 32), normalize=False)
+ARTICLE = ModelConfig(kind="mlp", hidden=(128, 64), channels=(16, 32), normalize=False, dropout=0.0)
 DIGITS = tuple("0123456789")
 
 
@@ -47,14 +47,14 @@ def test_the_cnn_learns_the_synthetic_digits(params, tiny_mnist):
 def test_normalize_standardises_inside_the_model():
     torch.manual_seed(0)
     plain = MLP(ARTICLE)
-    normalized = MLP(ModelConfig(kind="mlp", hidden=(128, 64), channels=(16, 32), normalize=True))
+    normalized = MLP(ModelConfig(kind="mlp", hidden=(128, 64), channels=(16, 32), normalize=True, dropout=0.0))
     normalized.load_state_dict(plain.state_dict())  # same weights: normalisation adds none
     x = torch.rand(3, 1, 28, 28)
     assert torch.allclose(normalized(x), plain((x - 0.1307) / 0.3081), atol=1e-6)
 
 
 def test_checkpoint_round_trip_is_exact_and_reproducible(tmp_path):
-    cfg = ModelConfig(kind="mlp", hidden=(32,), channels=(16, 32), normalize=True)
+    cfg = ModelConfig(kind="mlp", hidden=(32,), channels=(16, 32), normalize=True, dropout=0.0)
     model = MLP(cfg)
     classes = ("T-shirt/top", *"123456789")
     save_checkpoint(model, cfg, classes, tmp_path / "a.pt")
@@ -98,7 +98,7 @@ def test_damaged_weights_are_caught(tmp_path):
 
 def test_checkpoint_of_another_architecture(tmp_path):
     path = tmp_path / "model.pt"
-    other = MLP(ModelConfig(kind="mlp", hidden=(32,), channels=(16, 32), normalize=False))
+    other = MLP(ModelConfig(kind="mlp", hidden=(32,), channels=(16, 32), normalize=False, dropout=0.0))
     save_torch(path, {"model_config": {"kind": "mlp", "hidden": [128, 64], "channels": [16, 32], "normalize": False}, "classes": DIGITS,
                       "state_dict": other.state_dict()})
     with pytest.raises(CheckpointError, match=r"model.pt: weights do not fit the architecture .*size mismatch"):
@@ -107,9 +107,9 @@ def test_checkpoint_of_another_architecture(tmp_path):
 
 def test_checkpoint_with_bad_config(tmp_path):
     path = tmp_path / "model.pt"
-    save_torch(path, {"model_config": {"kind": "mlp", "hidden": [128, 64], "channels": [16, 32], "dropout": 0.5}, "classes": DIGITS,
+    save_torch(path, {"model_config": {"kind": "mlp", "hidden": [128, 64], "channels": [16, 32], "normalize": False, "dropout": 0.0, "depth": 3}, "classes": DIGITS,
                       "state_dict": {}})
-    with pytest.raises(CheckpointError, match=r"unknown key dropout"):
+    with pytest.raises(CheckpointError, match=r"unknown key depth"):
         load_checkpoint(path)
 
 

@@ -50,6 +50,8 @@ class ModelConfig:
     channels: tuple[int, ...] = _check(_widths)  # the CNN's convolutions (the MLP has none)
     # Standardise inputs with MNIST's mean/std inside the model, so every consumer feeds raw pixels.
     normalize: bool
+    # Share of each hidden dense layer's outputs zeroed while training (0: none, as the article).
+    dropout: float = _check(_fraction)
 
 
 @dataclass(frozen=True)

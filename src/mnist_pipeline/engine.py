@@ -48,6 +48,7 @@ class Training:
             "optimizer": self.optimizer.state_dict() if self.optimizer else None,
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),  # dropout's draws
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -57,6 +58,7 @@ class Training:
         if self.scheduler:
             self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
