@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := true
 
-.PHONY: repro test ui server server-stop serve demo bench lock clean
+.PHONY: repro test ui server server-stop serve demo bench sweep lock clean
 
 # The venv is built from requirements.lock alone: every package pinned and hash-checked, so a
 # fresh machine gets exactly the versions this repo was tested with (`pip freeze` equals the lock).
@@ -49,6 +49,15 @@ serve: $(VENV)/.installed
 # A page to draw a digit on, answered by models/model.pt as you draw.
 demo: $(VENV)/.installed
 	python -m mnist_pipeline.demo --host 127.0.0.1 --port $${DEMO_PORT:-5002}
+
+# A search of sweep.yaml's STUDY with WORKERS processes here (README, "Search"), then its winner as
+# the DVC experiment STUDY-best. More machines join with `python -m mnist_pipeline.sweep run STUDY`.
+WORKERS ?= 2
+sweep: $(VENV)/.installed
+	$(if $(STUDY),,$(error STUDY is not set: make sweep STUDY=mlp (a study of sweep.yaml)))
+	dvc repro download
+	python -m mnist_pipeline.sweep run $(STUDY) --workers $(WORKERS)
+	python -m mnist_pipeline.sweep promote $(STUDY)
 
 bench: $(VENV)/.installed
 	dvc repro download

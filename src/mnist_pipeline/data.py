@@ -76,3 +76,13 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     if len(raw) != header + int(np.prod(dims)):
         raise DataError(f"{path}: header says {dims} but the file holds {len(raw) - header} data bytes")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def holdout(split: Split, n: int, seed: int) -> tuple[Split, Split]:
+    """`split` less `n` images drawn with `seed`, and those `n` images: a validation set held out of
+    the training set, the same for every trial of a search. The rest keeps the files' order."""
+    if not 0 < n < len(split):
+        raise DataError(f"cannot hold out {n} of {len(split)} training images for validation")
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    rest, held = order[n:].sort().values, order[:n].sort().values
+    return (Split(split.images[rest], split.labels[rest]), Split(split.images[held], split.labels[held]))

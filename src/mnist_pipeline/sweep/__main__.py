@@ -1,0 +1,161 @@
+"""Search for the best model with Optuna, then make the winner a DVC experiment.
+
+    python -m mnist_pipeline.sweep run STUDY [--trials N] [--epochs E] [--workers K] [--storage URL]
+    python -m mnist_pipeline.sweep promote STUDY [--storage URL]
+
+Studies are in sweep.yaml. Trials train in this process (one thread each; --workers K starts K
+processes) on the training set less a held-out validation split, which they score: the test set is
+read only by `promote`, through the pipeline. The study lives in sweeps.journal at the project root,
+or in the database of --storage (or MNIST_SWEEP_STORAGE), which workers on other machines join
+with the same command.
+"""
+
+import argparse
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from optuna.trial import TrialState
+
+from mnist_pipeline import tracking
+from mnist_pipeline.config import load_params
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.stages import Terminated, exit_now
+from mnist_pipeline.sweep import spec as specs
+from mnist_pipeline.sweep.promote import promote
+from mnist_pipeline.sweep.record import Recorder, best_trial
+from mnist_pipeline.sweep.search import Worker, finished, load_study, open_storage, open_study, pending, retire, worker_name
+
+SWEEP_FILE = "sweep.yaml"
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m mnist_pipeline.sweep", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = top.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a study's trials (join it, if it exists)")
+    run.add_argument("--trials", type=int, help="finished trials to run the study to (default: sweep.yaml's)")
+    run.add_argument("--epochs", type=int, help="each trial's epoch budget (default: sweep.yaml's)")
+    run.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    worker = commands.add_parser("worker")  # one of run's processes; not for users
+    promote_ = commands.add_parser("promote", help="run the best trial as the DVC experiment STUDY-best")
+    for each in (run, worker, promote_):
+        each.add_argument("study", help="a study of sweep.yaml")
+        each.add_argument("--storage", help="database URL of the study (default: $MNIST_SWEEP_STORAGE, "
+                                            "else sweeps.journal at the project root)")
+    for each in (run, worker):
+        each.add_argument("--params", default="params.yaml", help=argparse.SUPPRESS)
+    worker.add_argument("--trials", type=int)
+    worker.add_argument("--epochs", type=int)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        if args.command == "promote":
+            root = tracking.project_root()
+            promote(load_study(args.study, open_storage(args.storage, root)), root)
+        else:
+            return _run(args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (KeyboardInterrupt, Terminated) as exc:
+        print(f"interrupted ({type(exc).__name__}): the trial in progress is marked failed; "
+              f"`run` again continues the study", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    # As Ctrl-C: Optuna then fails the trial in progress (it lets other BaseExceptions leave it RUNNING).
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _spec(root: Path, name: str, trials: int | None, epochs: int | None) -> specs.Study:
+    load_params(root / "params.yaml")  # its own errors first
+    base = yaml.safe_load((root / "params.yaml").read_text())
+    return specs.load(root / SWEEP_FILE, name, base, trials, epochs)
+
+
+def _run(args: argparse.Namespace) -> int:
+    root = tracking.project_root()
+    if args.command == "run" and args.workers < 1:
+        raise specs.SpecError(f"--workers {args.workers}: expected at least 1")
+    spec = _spec(root, args.study, args.trials, args.epochs)
+    base = yaml.safe_load((root / "params.yaml").read_text())
+    params = spec.trial_params(base, {})
+    study = open_study(spec, open_storage(args.storage, root))
+    recorder = Recorder(spec, study, params)
+    data_dir = root / "data" / params.data.dataset
+    if args.command == "worker" or args.workers == 1:
+        if args.command == "run":
+            _announce(spec, study, recorder, 1)
+        Worker(spec, study, base, data_dir, recorder).run()
+    else:
+        _announce(spec, study, recorder, args.workers)
+        code = _launch(args, study)
+        if code:
+            return code
+        if pending(spec, study):  # a dead worker's trial, queued again after the others had stopped
+            Worker(spec, study, base, data_dir, recorder).run()
+    if args.command == "run":
+        recorder.summarize(base)
+        _conclude(study, recorder)
+    return 0
+
+
+def _announce(spec: specs.Study, study, recorder: Recorder, workers: int) -> None:
+    done = len(finished(study))
+    print(f"sweep: study {spec.name}: {done} of {spec.trials} trials finished, {spec.epochs} epochs each at most, "
+          f"{workers} worker{'s' if workers > 1 else ''} here; {spec.validation} training images held out "
+          f"for validation; pruner {spec.pruner}", flush=True)
+    print(f"sweep: runs in MLflow: {recorder.link()}", flush=True)
+
+
+def _conclude(study, recorder: Recorder) -> None:
+    trials = study.get_trials(deepcopy=False)
+    best = best_trial(study)
+    epochs = sum(t.user_attrs.get("epochs_trained", 0) for t in trials)
+    states = ", ".join(f"{sum(t.state == s for t in trials)} {s.name.lower()}" for s in TrialState
+                       if any(t.state == s for t in trials))
+    print(f"sweep: study {study.study_name}: {len(trials)} trials ({states}), {epochs} epochs trained", flush=True)
+    if best is not None:
+        print(f"sweep: best trial {best.number}, validation accuracy {best.value:.4f}; its params.yaml values are "
+              f"best_params.yaml in the parent run; `python -m mnist_pipeline.sweep promote {study.study_name}` "
+              "trains it on the whole training set as a DVC experiment", flush=True)
+
+
+def _launch(args: argparse.Namespace, study) -> int:
+    """Start the worker processes and wait for them. A worker that dies has its running trial failed
+    and queued again for the others (a database's heartbeats do that by themselves)."""
+    command = [sys.executable, "-m", "mnist_pipeline.sweep", "worker", args.study, "--params", args.params]
+    for flag in ("trials", "epochs", "storage"):
+        if getattr(args, flag) is not None:
+            command += [f"--{flag}", str(getattr(args, flag))]
+    workers = [subprocess.Popen(command) for _ in range(args.workers)]
+    interrupted = 0
+    while workers:
+        try:
+            time.sleep(0.2)
+        except KeyboardInterrupt:  # the workers got it too (one process group): wait for them to stop
+            interrupted = 130
+            continue
+        for worker in [w for w in workers if w.poll() is not None]:
+            workers.remove(worker)
+            if worker.returncode < 0:
+                retried = retire(study, worker_name(worker.pid))
+                print(f"sweep: worker {worker.pid} died ({signal.Signals(-worker.returncode).name}); "
+                      f"trial {', '.join(map(str, retried)) or 'none'} failed and queued again", flush=True)
+            elif worker.returncode:
+                interrupted = interrupted or worker.returncode
+    return interrupted
+
+
+if __name__ == "__main__":
+    exit_now(main())

@@ -1,0 +1,167 @@
+"""MLflow's side of a search: a parent run per study holding its figures and best params, a child run per trial."""
+
+import contextlib
+import dataclasses
+import io
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from mnist_pipeline import tracking
+from mnist_pipeline.config import Params, flatten
+from mnist_pipeline.sweep.spec import Study
+
+mlflow = tracking.mlflow
+PARENT_ATTR = "mlflow_parent_run"  # the study's user attr naming its parent run, for every worker to find
+RUN_ATTR = "mlflow_run_id"  # a trial's user attr naming its run; a retry inherits its dead trial's
+
+
+def experiment_name(params: Params) -> str:
+    """Searches have an experiment of their own beside the pipeline's runs: their runs score the
+    validation set, the pipeline's the test set, and their charts should not mix."""
+    return f"{params.tracking.experiment}-search"
+
+
+class Recorder:
+    """Opens the study's parent run (made by the first worker to look) and records trials under it."""
+
+    def __init__(self, spec: Study, study: optuna.Study, params: Params):
+        self.spec, self.study, self.uri = spec, study, tracking.tracking_uri()
+        names = dataclasses.replace(params.tracking, experiment=experiment_name(params))
+        self.experiment_id = tracking._connect(names, self.uri)
+        self.client = mlflow.MlflowClient(self.uri)
+        self.parent_id = study.user_attrs.get(PARENT_ATTR) or self._make_parent()
+
+    def _make_parent(self) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=f"search {self.spec.name}",
+                                     tags={"sweep_study": self.spec.name, "sweep_parent": "true"})
+        self.client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in {
+            "trials": self.spec.trials, "epochs": self.spec.epochs, "validation": self.spec.validation,
+            "pruner": self.spec.pruner, "seed": self.spec.seed}.items()])
+        self.study.set_user_attr(PARENT_ATTR, run.info.run_id)
+        return run.info.run_id
+
+    @contextlib.contextmanager
+    def trial(self, trial: Trial, params: Params) -> Iterator[tracking.Run]:
+        """A child run for `trial`: FINISHED when complete or pruned (tag sweep_state says which),
+        FAILED on an error, KILLED on Ctrl-C; never left RUNNING by this process."""
+        inherited = trial.user_attrs.get(RUN_ATTR)
+        mlflow.set_tracking_uri(self.uri)
+        active = mlflow.start_run(
+            experiment_id=self.experiment_id, run_name=f"{self.spec.name} trial {trial.number}",
+            tags={"mlflow.parentRunId": self.parent_id, "sweep_study": self.spec.name,
+                  "sweep_trial": str(trial.number)}, log_system_metrics=True)
+        trial.set_user_attr(RUN_ATTR, active.info.run_id)
+        if inherited:
+            self._mark_retried(inherited, trial.number)
+        mlflow.log_params(flatten(params))
+        run = tracking.Run(active.info.run_id, self.experiment_id, self.uri)
+        try:
+            yield run
+        except optuna.TrialPruned:
+            self._end(run, "pruned", "FINISHED")
+            raise
+        except Exception:
+            run.stop()
+            self._end(run, "failed", "FAILED")
+            raise
+        except BaseException:  # Ctrl-C: Optuna fails the trial, this marks its run
+            run.stop()
+            self._end(run, "interrupted", "KILLED")
+            raise
+        self._end(run, "complete", "FINISHED")
+
+    def _end(self, run: tracking.Run, state: str, status: str) -> None:
+        if status == "FINISHED":
+            run.flush()
+        with contextlib.suppress(Exception):  # a failing run is marked once, as tracking does
+            mlflow.set_tag("sweep_state", state)
+        tracking._end(status, self.uri)
+
+    def _mark_retried(self, run_id: str, retry: int) -> None:
+        """The run of a trial whose worker died: FAILED, and tagged with the trial that retried it."""
+        self.client.set_tag(run_id, "sweep_retried_by", str(retry))
+        self.client.set_tag(run_id, "sweep_state", "failed")
+        if self.client.get_run(run_id).info.status == "RUNNING":
+            self.client.set_terminated(run_id, "FAILED")
+
+    def summarize(self, base: dict) -> None:
+        """The parent run's record of the study so far: figures, counts, and the best trial's params
+        as a params.yaml fragment; the parent ends FINISHED (a later `run` reopens it)."""
+        trials = self.study.get_trials(deepcopy=False)
+        counts = {state: sum(t.state == state for t in trials) for state in TrialState}
+        metrics = {"trials_complete": counts[TrialState.COMPLETE], "trials_pruned": counts[TrialState.PRUNED],
+                   "trials_failed": counts[TrialState.FAIL],
+                   "epochs_trained": sum(t.user_attrs.get("epochs_trained", 0) for t in trials)}
+        best = best_trial(self.study)
+        if best is not None:
+            metrics["best_val_accuracy"] = float(best.value or 0.0)
+            self.client.log_text(self.parent_id, best_params_yaml(best), "best_params.yaml")
+            self.client.set_tag(self.parent_id, "sweep_best_trial", str(best.number))
+        for key, value in metrics.items():
+            self.client.log_metric(self.parent_id, key, value)
+        with tempfile.TemporaryDirectory() as folder:
+            for name, png in figures(self.study).items():
+                (Path(folder) / name).write_bytes(png)
+            self.client.log_artifacts(self.parent_id, folder, "figures")
+        self.client.set_terminated(self.parent_id, "FINISHED")
+
+    def link(self) -> str:
+        """Where the study's runs are: its experiment's charts (a server's), or how to see them."""
+        if tracking.is_server(self.uri):
+            return tracking.ui_link(self.uri, self.experiment_id)
+        return f"`make ui`, then experiment {self.experiment_id} (parent run {self.parent_id})"
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+
+
+def overrides(trial: FrozenTrial) -> dict[str, Any]:
+    """The dotted params.yaml values that made `trial`, fixed and drawn, and its epoch budget."""
+    return dict(trial.user_attrs["overrides"])
+
+
+def best_params_yaml(trial: FrozenTrial) -> str:
+    """The trial's values as a params.yaml fragment, nested as the file is."""
+    nested: dict[str, Any] = {}
+    for key, value in overrides(trial).items():
+        *groups, last = key.split(".")
+        node = nested
+        for group in groups:
+            node = node.setdefault(group, {})
+        node[last] = value
+    header = f"# Trial {trial.number}: validation accuracy {trial.value:.4f}\n"
+    return header + yaml.safe_dump(nested, sort_keys=True)
+
+
+def figures(study: optuna.Study) -> dict[str, bytes]:
+    """Optuna's plots of the study as PNGs: history, importances, parallel coordinates, slices.
+    A plot that the study cannot support yet (importances need two complete trials) is left out."""
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # after choosing the backend: no display here
+    from optuna.visualization import matplotlib as vis
+
+    plots = {"optimization_history.png": vis.plot_optimization_history, "param_importances.png":
+             vis.plot_param_importances, "parallel_coordinate.png": vis.plot_parallel_coordinate,
+             "slice.png": vis.plot_slice}
+    pngs = {}
+    for name, plot in plots.items():
+        try:
+            axes = plot(study)
+        except (ValueError, RuntimeError, ZeroDivisionError):
+            continue
+        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+        figure.set_size_inches(max(figure.get_size_inches()[0], 10), max(figure.get_size_inches()[1], 6))
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+        plt.close(figure)
+        pngs[name] = buffer.getvalue()
+    return pngs

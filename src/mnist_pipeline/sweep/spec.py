@@ -1,0 +1,188 @@
+"""sweep.yaml's studies, checked before any training: every value a trial can draw passes params.yaml's checks."""
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnist_pipeline.config import Params, flatten, from_dict
+from mnist_pipeline.errors import ParamsError, PipelineError
+
+PRUNERS = ("hyperband", "median", "none")
+STUDY_KEYS = ("trials", "epochs", "validation", "pruner", "seed", "params", "space")
+KINDS = ("float", "int", "choices")
+
+
+class SpecError(PipelineError):
+    """sweep.yaml cannot describe the search asked for."""
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched key: a float or int range (log-scaled or linear), or a list of choices."""
+
+    kind: str  # one of KINDS
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def extremes(self) -> tuple[Any, ...]:
+        """The values that bound what a trial can draw: both ends of a range, or every choice."""
+        if self.kind == "choices":
+            return self.choices
+        return (int(self.low), int(self.high)) if self.kind == "int" else (self.low, self.high)
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    trials: int  # finished (complete or pruned) trials the study runs to
+    epochs: int  # each trial's budget: train.epochs
+    validation: int  # training images held out to score trials
+    pruner: str  # one of PRUNERS
+    seed: int  # the sampler's
+    params: dict[str, Any]  # dotted params.yaml keys fixed for every trial
+    space: dict[str, Dimension]  # dotted params.yaml keys searched
+
+    def trial_params(self, base: dict, drawn: dict[str, Any]) -> Params:
+        """The params of a trial: params.yaml's, then the study's fixed keys, its draws and its budget."""
+        return with_values(base, {**self.params, **drawn, "train.epochs": self.epochs},
+                           f"sweep.yaml study {self.name}")
+
+    def fingerprint(self) -> str:
+        """What a study's stored trials depend on: a study resumed with another must not mix them."""
+        return json.dumps({"epochs": self.epochs, "validation": self.validation, "seed": self.seed,
+                           "pruner": self.pruner, "params": self.params,
+                           "space": {k: vars(d) for k, d in self.space.items()}}, sort_keys=True, default=list)
+
+
+def load(path: Path, name: str, base: dict, trials: int | None = None, epochs: int | None = None) -> Study:
+    """Study `name` of sweep file `path`, checked against params.yaml's content `base`;
+    `trials` and `epochs` override the file's."""
+    studies = _read(path)
+    if name not in studies:
+        raise SpecError(f"{path}: no study {name!r} (studies: {', '.join(studies) or 'none'})")
+    raw = studies[name]
+    where = f"{path}: studies.{name}"
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where} must be a mapping of {', '.join(STUDY_KEYS)}")
+    unknown = sorted(set(raw) - set(STUDY_KEYS), key=str)
+    if unknown:
+        raise SpecError(f"{where}: unknown key {unknown[0]} (known: {', '.join(STUDY_KEYS)})")
+    missing = [k for k in STUDY_KEYS if k not in raw]
+    if missing:
+        raise SpecError(f"{where}: missing key {missing[0]}")
+    study = Study(
+        name=name,
+        trials=_count(trials if trials is not None else raw["trials"], f"{where}.trials", minimum=1),
+        epochs=_count(epochs if epochs is not None else raw["epochs"], f"{where}.epochs", minimum=1),
+        validation=_count(raw["validation"], f"{where}.validation", minimum=1),
+        pruner=_choice(raw["pruner"], PRUNERS, f"{where}.pruner"),
+        seed=_count(raw["seed"], f"{where}.seed", minimum=0),
+        params=_mapping(raw["params"], f"{where}.params"),
+        space={key: _dimension(value, f"{where}.space.{key}")
+               for key, value in _mapping(raw["space"], f"{where}.space").items()},
+    )
+    _check_keys(study, base, where)
+    _check_values(study, base, where)
+    return study
+
+
+def with_values(base: dict, values: dict[str, Any], source: str) -> Params:
+    """params.yaml's content `base` with dotted keys set, validated as params.yaml is."""
+    raw = copy.deepcopy(base)
+    for key, value in values.items():
+        *groups, last = key.split(".")
+        node = raw
+        for group in groups:
+            node = node[group]
+        node[last] = list(value) if isinstance(value, tuple) else value
+    return from_dict(Params, raw, source=source)
+
+
+def _read(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(raw, dict) or set(raw) != {"studies"} or not isinstance(raw["studies"], dict):
+        raise SpecError(f"{path}: expected one key, studies, mapping each study's name to its settings")
+    return raw["studies"]
+
+
+def _count(value: Any, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpecError(f"{where} = {value!r}: expected an integer >= {minimum}")
+    return value
+
+
+def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
+    if value not in choices:
+        raise SpecError(f"{where} = {value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def _mapping(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise SpecError(f"{where} must be a mapping of dotted params.yaml keys")
+    return value
+
+
+def _dimension(raw: Any, where: str) -> Dimension:
+    """{float: [low, high], log: bool}, {int: [low, high], log: bool} or {choices: [...]}."""
+    kinds = [k for k in KINDS if isinstance(raw, dict) and k in raw]
+    if len(kinds) != 1:
+        raise SpecError(f"{where}: expected one of {{float: [low, high]}}, {{int: [low, high]}}, {{choices: [...]}}")
+    kind = kinds[0]
+    unknown = sorted(set(raw) - {kind, "log"}, key=str)
+    if unknown or (kind == "choices" and "log" in raw):
+        raise SpecError(f"{where}: unknown key {(unknown or ['log'])[0]}")
+    if kind == "choices":
+        if not isinstance(raw[kind], list) or not raw[kind]:
+            raise SpecError(f"{where}.choices: expected a non-empty list")
+        return Dimension(kind, choices=tuple(raw[kind]))
+    bounds, log = raw[kind], raw.get("log", False)
+    if not isinstance(bounds, list) or len(bounds) != 2:
+        raise SpecError(f"{where}.{kind}: expected [low, high]")
+    low, high = (_number(b, kind, f"{where}.{kind}") for b in bounds)
+    if not low < high:
+        raise SpecError(f"{where}.{kind} = {bounds!r}: an empty or inverted range (low must be below high)")
+    if not isinstance(log, bool) or (log and low <= 0):
+        raise SpecError(f"{where}.log = {log!r}: expected true or false, and true only for a range above 0")
+    return Dimension(kind, float(low), float(high), log)
+
+
+def _number(value: Any, kind: str, where: str) -> float:
+    if isinstance(value, bool) or (kind == "int" and not isinstance(value, int)):
+        raise SpecError(f"{where}: {value!r} is not {'an integer' if kind == 'int' else 'a number'}")
+    try:  # YAML 1.1 reads 1e-3 (no dot) as a string
+        return float(value)
+    except (TypeError, ValueError):
+        raise SpecError(f"{where}: {value!r} is not a number") from None
+
+
+def _check_keys(study: Study, base: dict, where: str) -> None:
+    known = set(flatten(from_dict(Params, base, source="params.yaml")))
+    for section in ("params", "space"):
+        for key in getattr(study, section):
+            if key not in known:
+                raise SpecError(f"{where}.{section}: {key} is not a params.yaml key (keys: {', '.join(sorted(known))})")
+    if "train.epochs" in study.space or "train.epochs" in study.params:
+        raise SpecError(f"{where}: train.epochs is the study's epochs (the budget of each trial), not a searched key")
+
+
+def _check_values(study: Study, base: dict, where: str) -> None:
+    """Every bound and choice, each on top of the fixed keys, as params.yaml's checks take it."""
+    try:
+        study.trial_params(base, {})
+        for key, dimension in study.space.items():
+            for value in dimension.extremes():
+                study.trial_params(base, {key: value})
+    except ParamsError as exc:
+        raise SpecError(f"{where}: a value params.yaml would refuse: {exc}") from None

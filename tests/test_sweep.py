@@ -1,0 +1,184 @@
+"""The search (python -m mnist_pipeline.sweep): sweep.yaml refused in one line before any work, trials
+scored on a validation split without the test files, every trial a complete child run, deterministic
+with one worker, Ctrl-C and a killed worker, and the winner promoted to a DVC experiment."""
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from conftest import REPO, clean_env, make_project, sh, store, write_synthetic_mnist
+from mnist_pipeline.sweep import spec as specs
+from mnist_pipeline.sweep.__main__ import main
+from mnist_pipeline.sweep.search import JOURNAL, open_storage
+
+TINY_STUDY = {
+    "trials": 6, "epochs": 3, "validation": 200, "pruner": "median", "seed": 0,
+    "params": {"model.kind": "mlp", "model.hidden": [32]},
+    "space": {"train.lr": {"float": [0.01, 0.3], "log": True}, "train.optimizer": {"choices": ["sgd", "adamw"]},
+              "model.dropout": {"float": [0.0, 0.3]}, "train.batch_size": {"int": [16, 64]}},
+}
+
+
+def write_sweep(root: Path, **study) -> None:
+    (root / "sweep.yaml").write_text(yaml.safe_dump({"studies": {"tiny": {**TINY_STUDY, **study}}}))
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    """A project root for the search: params.yaml, sweep.yaml and the training files only (no t10k
+    files: a trial that read the test set would fail)."""
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    write_synthetic_mnist(tmp_path / "data" / "mnist", n_train=1200, n_test=8)
+    for test_file in (tmp_path / "data" / "mnist").glob("t10k-*"):
+        test_file.unlink()
+    write_sweep(tmp_path)
+    return tmp_path
+
+
+def sweep(root: Path, *args: str, **popen) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mnist_pipeline.sweep", *args], cwd=root, capture_output=True,
+                          text=True, env=clean_env(PYTHONPATH=str(REPO / "src")), timeout=600, **popen)
+
+
+def trials(root: Path, name: str = "tiny") -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=open_storage(None, root)).get_trials()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"epochs": 3, "batches": 2}, "studies.tiny: unknown key batches"),
+    ({"space": {"train.lr": {"float": [0.1, 0.01]}}}, "an empty or inverted range"),
+    ({"space": {"train.lr": {"float": [0.1, 0.1]}}}, "an empty or inverted range"),
+    ({"space": {"train.batch_size": {"int": [0, 64]}}}, "params.yaml would refuse: .*train.batch_size = 0: must be >= 1"),
+    ({"space": {"train.optimizer": {"choices": ["sgd", "adam"]}}}, "train.optimizer = 'adam': expected one of"),
+    ({"params": {"model.kind": "rnn"}}, "model.kind = 'rnn': expected one of mlp, cnn"),
+    ({"space": {"train.lrate": {"float": [0.01, 0.1]}}}, "train.lrate is not a params.yaml key"),
+    ({"space": {"train.lr": {"float": [0.0, 0.1], "log": True}}}, "true only for a range above 0"),
+    ({"pruner": "asha"}, "pruner = 'asha': expected one of hyperband, median, none"),
+])
+def test_a_bad_sweep_file_is_one_error_line_before_any_work(folder, change, message, monkeypatch, capsys):
+    write_sweep(folder, **change)
+    monkeypatch.chdir(folder)
+    for variable in ("DVC_ROOT", "MLFLOW_TRACKING_URI", "MNIST_SWEEP_STORAGE"):
+        monkeypatch.delenv(variable, raising=False)
+    assert main(["run", "tiny"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {folder / 'sweep.yaml'}: "), lines
+    assert re.search(message, lines[0]), lines[0]
+    assert not (folder / JOURNAL).exists() and not (folder / "mlflow.db").exists()
+
+
+def test_an_unknown_study_and_an_unreachable_storage_are_one_error_line(folder):
+    unknown = sweep(folder, "run", "mlp2")
+    assert unknown.returncode == 1 and unknown.stderr.strip() == (
+        f"error: {folder / 'sweep.yaml'}: no study 'mlp2' (studies: tiny)")
+    started = time.monotonic()
+    down = sweep(folder, "run", "tiny", "--storage", "postgresql+psycopg2://studies@127.0.0.1:9/studies")
+    assert down.returncode == 1 and time.monotonic() - started < 30
+    lines = down.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: study storage postgresql+psycopg2://studies@127.0.0.1:9/studies cannot be used:"), down.stderr
+    assert "refused" in lines[0]
+    assert not (folder / JOURNAL).exists() and not (folder / "mlflow.db").exists()
+
+
+def test_values_drawn_are_checked_by_the_params_code():
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    with pytest.raises(specs.ParamsError, match="model.dropout = 1.5: must be in"):
+        specs.with_values(base, {"model.dropout": 1.5}, "trial")
+    params = specs.with_values(base, {"model.hidden": (512, 256), "train.lr": "1e-3"}, "trial")
+    assert params.model.hidden == (512, 256) and params.train.lr == 0.001
+
+
+def test_one_worker_repeats_a_fresh_study_exactly_and_never_reads_the_test_files(folder, tmp_path_factory):
+    other = tmp_path_factory.mktemp("again")
+    for name in ("params.yaml", "sweep.yaml"):
+        (other / name).write_text((folder / name).read_text())
+    (other / "data").symlink_to(folder / "data")
+    first, second = sweep(folder, "run", "tiny"), sweep(other, "run", "tiny")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    a, b = trials(folder), trials(other)
+    assert len(a) == 6 and all(t.state.name in ("COMPLETE", "PRUNED") for t in a)
+    assert [(t.params, t.value, t.state, t.intermediate_values) for t in a] == \
+           [(t.params, t.value, t.state, t.intermediate_values) for t in b]
+    assert len({tuple(sorted(t.params.items())) for t in a}) == 6  # six different trials
+    # One progress line per trial, then the best.
+    lines = [line for line in first.stdout.splitlines() if line.startswith("trial ")]
+    assert len(lines) == 6 and all("val_accuracy" in line and " s) " in line and "best: trial" in line
+                                   for line in lines), first.stdout
+
+
+def test_every_trial_is_a_complete_child_run_of_the_study(folder):
+    done = sweep(folder, "run", "tiny", "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    client = store(folder)
+    experiment = client.get_experiment_by_name("mnist-mlp-search")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("sweep_parent") == "true"]
+    children = [r for r in runs if r is not parent]
+    study_trials = trials(folder)
+    assert sorted(int(r.data.tags["sweep_trial"]) for r in children) == [t.number for t in study_trials]
+    assert len(study_trials) >= 6 and len({tuple(sorted(t.params.items())) for t in study_trials}) == len(study_trials)
+    for run in children:
+        trial = study_trials[int(run.data.tags["sweep_trial"])]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["sweep_study"] == "tiny"
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["sweep_state"] == {"COMPLETE": "complete", "PRUNED": "pruned"}[trial.state.name]
+        assert run.data.params["train.epochs"] == "3" and run.data.params["train.lr"] == str(trial.params["train.lr"])
+        assert not any(name.startswith("test_") for name in run.data.metrics)
+        epochs = trial.user_attrs["epochs_trained"]
+        for metric in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+            assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == list(range(1, epochs + 1))
+        assert [m.value for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == \
+               pytest.approx(list(trial.intermediate_values.values()))
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
+    assert {"figures/optimization_history.png", "figures/param_importances.png", "figures/parallel_coordinate.png",
+            "figures/slice.png"} <= artifacts
+    best = max((t for t in study_trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    fragment = yaml.safe_load(client.download_artifacts(parent.info.run_id, "best_params.yaml", str(folder)) and
+                              (folder / "best_params.yaml").read_text())
+    assert fragment["train"]["lr"] == best.params["train.lr"] and fragment["train"]["epochs"] == 3
+    assert fragment["model"]["hidden"] == [32]
+    assert parent.data.metrics["best_val_accuracy"] == best.value
+
+
+def test_ctrl_c_fails_the_trial_and_run_again_continues_the_study(folder):
+    write_sweep(folder, trials=4, epochs=40, validation=200)
+    worker = subprocess.Popen([sys.executable, "-m", "mnist_pipeline.sweep", "run", "tiny"], cwd=folder,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=clean_env(PYTHONPATH=str(REPO / "src")))
+    deadline = time.monotonic() + 120
+    while not any(t.user_attrs.get("epochs_trained") for t in _trials_if_any(folder)):
+        assert time.monotonic() < deadline and worker.poll() is None, worker.communicate()
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGINT)
+    out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("interrupted"), err
+    (interrupted,) = trials(folder)
+    assert interrupted.state.name == "FAIL"
+    (run,) = [r for r in store(folder).search_runs([store(folder).get_experiment_by_name("mnist-mlp-search").experiment_id])
+              if r.data.tags.get("sweep_trial") == "0"]
+    assert run.info.status == "KILLED"
+    # Continued with the same settings: the failed trial stays failed, nothing finished is repeated.
+    again = sweep(folder, "run", "tiny", "--trials", "2")
+    assert again.returncode == 0, again.stderr
+    assert [(t.number, t.state.name == "FAIL") for t in trials(folder)] == [(0, True), (1, False), (2, False)]
+    # Other settings would mix trials that do not compare: refused.
+    write_sweep(folder, trials=4, epochs=20, validation=200)
+    other = sweep(folder, "run", "tiny")
+    assert other.returncode == 1 and "made with other settings" in other.stderr
+
+
+def _trials_if_any(root: Path) -> list:
+    try:
+        return trials(root)
+    except KeyError:
+        return []
