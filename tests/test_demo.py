@@ -15,7 +15,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,7 +105,7 @@ def test_blank_or_unreadable_drawing_is_a_422_with_the_reason(demo, body, messag
 
 
 @pytest.fixture
-def page(browser, demo):
+def page(browser, demo):  # noqa: F811 (browser: test_ui's fixture, imported)
     context = browser.new_context(viewport={"width": 760, "height": 470})
     page = context.new_page()
     page.goto(demo)

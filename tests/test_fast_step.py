@@ -37,9 +37,10 @@ def test_fast_step_is_bit_identical_to_autograd_after_one_epoch(params, tiny_mni
         p = dataclasses.replace(p, model=dataclasses.replace(p.model, normalize=True))
     data = load_split(tiny_mnist, train=True)
     fast, slow = one_epoch(p, data, "fast"), one_epoch(p, data, "autograd")
-    for (name, a), b in zip(fast.model.state_dict().items(), slow.model.state_dict().values()):
+    for (name, a), b in zip(fast.model.state_dict().items(), slow.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    assert not torch.equal(fast.model.layers[0].weight, engine.Training.create(p, len(data), CPU).model.layers[0].weight)
+    fresh = engine.Training.create(p, len(data), CPU)
+    assert not torch.equal(fast.model.layers[0].weight, fresh.model.layers[0].weight)
 
 
 def test_training_takes_the_fast_step_exactly_where_it_covers_the_run(params):

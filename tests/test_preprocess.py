@@ -95,7 +95,8 @@ def test_a_photo_is_turned_upright_as_its_exif_says():
 
 @pytest.mark.parametrize("paper", [0, 255, 128])
 def test_uniform_image_is_blank(paper):
-    with pytest.raises(ImageError, match=r"^blank image: no pixel differs from the background by more than 32 of 255 grey levels$"):
+    blank = r"^blank image: no pixel differs from the background by more than 32 of 255 grey levels$"
+    with pytest.raises(ImageError, match=blank):
         preprocess.prepare(Image.new("L", (64, 48), paper))
 
 

@@ -135,7 +135,8 @@ def wait_until_ready(server: subprocess.Popen, client, log: Path) -> None:
             return
         except (BotoCoreError, ClientError) as error:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"weed mini not ready after {READY_WITHIN_S} s ({error}); {log}:\n{log_tail(log)}")
+                raise RuntimeError(
+                    f"weed mini not ready after {READY_WITHIN_S} s ({error}); {log}:\n{log_tail(log)}") from None
         time.sleep(0.1)
 
 

@@ -11,8 +11,18 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import (EPOCHS, REPO, assert_complete_run, clean_env, make_project, recorded_run_id, sh,
-                      run_queue, write_synthetic_mnist, write_tiny_params)
+from conftest import (
+    EPOCHS,
+    REPO,
+    assert_complete_run,
+    clean_env,
+    make_project,
+    recorded_run_id,
+    run_queue,
+    sh,
+    write_synthetic_mnist,
+    write_tiny_params,
+)
 from servers import server_cli
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from mnist_pipeline.tracking import ui_link
+from mnist_pipeline.tracking.env import ui_link
 
 from conftest import EPOCHS, PER_EPOCH, REPO, project_runs, store
 from servers import free_port
