@@ -12,7 +12,7 @@ import yaml
 
 from mnist_pipeline.compare import gated_numbers
 
-from conftest import REPO, clean_env, sh
+from support.tools import REPO, clean_env, sh
 
 WORKFLOW = REPO / ".github" / "workflows" / "retrain.yml"
 ACTIONLINT = shutil.which("actionlint", path=str(Path(sys.executable).parent)) or shutil.which("actionlint")

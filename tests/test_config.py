@@ -8,7 +8,7 @@ import yaml
 from mnist_pipeline.config import flatten, load_params
 from mnist_pipeline.errors import ParamsError
 
-from conftest import REPO
+from support.tools import REPO
 
 
 def write_params(tmp_path: Path, edit) -> Path:

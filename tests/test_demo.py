@@ -23,8 +23,8 @@ from playwright.sync_api import expect
 
 from mnist_pipeline import preprocess
 
-from conftest import MNIST_MIRROR, REPO, clean_env
 from servers import free_port
+from support.tools import MNIST_MIRROR, REPO, clean_env
 from test_ui import SCREENSHOTS, browser, stop  # noqa: F401 (browser: a fixture)
 
 pytestmark = pytest.mark.slow

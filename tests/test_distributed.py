@@ -21,17 +21,11 @@ from mnist_pipeline import device, engine
 from mnist_pipeline.data import load_split
 from mnist_pipeline.distributed import World
 
-from conftest import (
-    REPO,
-    assert_complete_run,
-    clean_env,
-    project_runs,
-    store,
-    train_in_process,
-    write_synthetic_mnist,
-    write_tiny_params,
-)
 from servers import free_port
+from support.projects import assert_complete_run, project_runs, store
+from support.synthetic import write_synthetic_mnist
+from support.tiny import train_in_process, write_tiny_params
+from support.tools import REPO, clean_env
 
 # Enough test images that one flipped prediction (1/2048) is well inside the 0.003 accuracy bound.
 N_TRAIN, N_TEST = 1024, 2048

@@ -12,7 +12,9 @@ from mnist_pipeline import engine, evaluation, resume
 from mnist_pipeline.data import load_split
 from mnist_pipeline.errors import DivergenceError
 
-from conftest import MNIST_MIRROR, train_in_process, write_synthetic_mnist
+from support.synthetic import write_synthetic_mnist
+from support.tiny import train_in_process
+from support.tools import MNIST_MIRROR
 
 CPU = torch.device("cpu")
 

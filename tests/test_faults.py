@@ -18,7 +18,10 @@ from mnist_pipeline.files import rounded
 from mnist_pipeline.stages import evaluate as evaluate_stage
 from mnist_pipeline.stages import train as train_stage
 
-from conftest import REPO, clean_env, project_runs, train_in_process, write_synthetic_mnist, write_tiny_params
+from support.projects import project_runs
+from support.synthetic import write_synthetic_mnist
+from support.tiny import train_in_process, write_tiny_params
+from support.tools import REPO, clean_env
 
 pytestmark = pytest.mark.slow
 

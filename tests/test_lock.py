@@ -8,7 +8,7 @@ from importlib import metadata
 
 import pytest
 
-from conftest import REPO
+from support.tools import REPO
 
 LOCK = REPO / "requirements.lock"
 

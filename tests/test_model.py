@@ -11,7 +11,7 @@ from mnist_pipeline.errors import CheckpointError
 from mnist_pipeline.files import digest, save_torch
 from mnist_pipeline.model import CNN, MLP, build, load_checkpoint, save_checkpoint
 
-from conftest import train_in_process
+from support.tiny import train_in_process
 
 ARTICLE = ModelConfig(kind="mlp", hidden=(128, 64), channels=(16, 32), normalize=False, dropout=0.0)
 DIGITS = tuple("0123456789")

@@ -11,7 +11,8 @@ from PIL import Image, ImageDraw
 
 from mnist_pipeline import inference, predict
 
-from conftest import REPO, as_scanned, clean_env
+from support.digits import as_scanned
+from support.tools import REPO, clean_env
 
 ANSWER = r"(\d) \((0\.\d\d|1\.00)\)"
 

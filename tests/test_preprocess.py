@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 from mnist_pipeline import preprocess
 from mnist_pipeline.errors import ImageError
 
-from conftest import as_scanned
+from support.digits import as_scanned
 
 
 def bar(width: int = 60, height: int = 180, ink: str = "black", paper: str = "white", mode: str = "RGB") -> Image.Image:

@@ -24,7 +24,8 @@ import pytest
 import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 
-from conftest import REPO, clean_env, make_project, sh
+from support.projects import make_project
+from support.tools import REPO, clean_env, sh
 
 pytestmark = pytest.mark.slow
 

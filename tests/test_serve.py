@@ -23,8 +23,8 @@ from PIL import Image, ImageDraw
 from mnist_pipeline import inference, preprocess
 from mnist_pipeline.tracking import registry
 
-from conftest import MNIST_MIRROR, REPO, clean_env
 from servers import free_port
+from support.tools import MNIST_MIRROR, REPO, clean_env
 from test_ui import stop, wait_healthy
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from support.tools import REPO
 
 SRC = REPO / "src"
 PACKAGE = "mnist_pipeline"
