@@ -85,9 +85,9 @@ def http_status(exc: BaseException) -> int | None:
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return exc.response.status_code
     if isinstance(exc, MlflowException):
-        # An answer that is not MLflow's JSON (a gateway's error page) keeps its status only in the
-        # message, and MLflow maps some (502) to 500.
-        found = re.search(r"failed with error code (\d{3}) ", str(exc))
+        # MLflow's client keeps the status of an answer it did not parse (a gateway's error page, or
+        # one its HTTP library gave up on: 408, 429 and 5xx) only in its message, as INTERNAL_ERROR (500).
+        found = re.search(r"(?:failed with error code|too many) (\d{3}) ", str(exc))
         return int(found.group(1)) if found else int(exc.get_http_status_code())
     return None
 
