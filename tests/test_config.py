@@ -91,4 +91,4 @@ def test_missing_file(tmp_path):
 def test_config_is_frozen():
     p = load_params(REPO / "params.yaml")
     with pytest.raises(AttributeError):
-        p.train.lr = 1.0  # type: ignore[misc]
+        p.train.lr = 1.0

@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -35,7 +36,7 @@ START_S = 60
 
 
 @pytest.fixture(scope="module")
-def demo(request, untrained_model, tmp_path_factory) -> str:
+def demo(request, untrained_model, tmp_path_factory) -> Iterator[str]:
     """The demo server's base URL."""
     checkpoint = request.getfixturevalue("trained_model") if MNIST_MIRROR else untrained_model
     port = free_port()

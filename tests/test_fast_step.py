@@ -7,6 +7,7 @@ import torch
 
 from mnist_pipeline import engine, fast_step
 from mnist_pipeline.data import load_split
+from mnist_pipeline.model import MLP
 
 CPU = torch.device("cpu")
 
@@ -21,6 +22,7 @@ def article(params, **train):
 def one_epoch(params, data, step_kind: str) -> engine.Training:
     training = engine.Training.create(params, len(data), CPU)
     if step_kind == "fast":
+        assert isinstance(training.model, MLP)
         step = fast_step.sgd_step(training.model, params.train.lr, params.train.weight_decay)
     else:
         optimizer = engine.make_optimizer(training.model, params.train)  # torch.optim.SGD, as the article's loop

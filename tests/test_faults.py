@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 # Enough batches that an epoch takes a moment (about 0.5 s), so a signal lands inside training.
 N_TRAIN, N_TEST = 4096, 256
-SETTINGS = {"epochs": 4, "batch_size": 4, "lr": 0.05}
+SETTINGS: dict[str, Any] = {"epochs": 4, "batch_size": 4, "lr": 0.05}
 STATE_WAIT_S = 120  # for the first epoch's state file: start-up (imports) takes seconds on a busy machine
 
 
@@ -62,6 +63,7 @@ def wait_for_saved_state(proc: subprocess.Popen, workdir: Path) -> None:
     deadline = time.monotonic() + STATE_WAIT_S
     while not state.exists():
         if proc.poll() is not None:
+            assert proc.stderr is not None
             raise AssertionError(f"stage ended before saving any state: {proc.stderr.read()}")
         assert time.monotonic() < deadline, f"no {state} after {STATE_WAIT_S} s"
         time.sleep(0.01)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -48,7 +49,7 @@ def strokes() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def champion(request, untrained_model, tmp_path_factory) -> tuple[str, Path, Path]:
+def champion(request, untrained_model, tmp_path_factory) -> Iterator[tuple[str, Path, Path]]:
     """The store's URI, its folder, and the checkpoint logged as mnist-mlp@champion."""
     checkpoint = request.getfixturevalue("trained_model") if MNIST_MIRROR else untrained_model
     root = tmp_path_factory.mktemp("store")
@@ -65,7 +66,7 @@ def champion(request, untrained_model, tmp_path_factory) -> tuple[str, Path, Pat
 
 
 @pytest.fixture(scope="module")
-def scoring_server(champion) -> str:
+def scoring_server(champion) -> Iterator[str]:
     """`make serve`'s command on a free port, in its own session; its base URL."""
     uri, root, _ = champion
     port = free_port()

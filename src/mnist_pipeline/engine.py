@@ -3,7 +3,7 @@
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -83,9 +83,12 @@ def shuffled_batches(n: int, batch_size: int, generator: torch.Generator,
     return torch.randperm(n, generator=generator).to(device).split(batch_size)
 
 
-Step = Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
-"""A training step: (images, labels, share) of one batch -> (mean loss, logits), after updating the weights.
-`share` is this process's part of the batch times the number of processes: 1.0 on one process."""
+class Step(Protocol):
+    """A training step: (images, labels, share) of one batch -> (mean loss, logits), after updating the
+    weights. `share` is this process's part of the batch times the number of processes: 1.0 on one process."""
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor,
+                 share: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def make_step(training: Training, cfg: TrainConfig, world: World | None = None) -> Step:

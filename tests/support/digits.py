@@ -63,7 +63,8 @@ def as_scanned(digit: np.ndarray, seed: int, *, scale: bool = True, shift: bool 
     larger page, dark ink on light paper (or light on dark), in colour or grey."""
     rng = np.random.default_rng(seed)
     size = int(28 * rng.uniform(2, 10)) if scale else 28
-    ink = np.asarray(Image.fromarray(digit).resize((size, size), Image.Resampling.BICUBIC), np.float32) / 255
+    enlarged = Image.fromarray(digit).resize((size, size), Image.Resampling.BICUBIC)
+    ink: np.ndarray = np.asarray(enlarged, np.float32) / 255
     if shift:
         page = np.zeros((size + rng.integers(20, 200), size + rng.integers(20, 200)), np.float32)
         top, left = rng.integers(0, page.shape[0] - size + 1), rng.integers(0, page.shape[1] - size + 1)

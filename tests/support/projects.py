@@ -4,6 +4,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -13,7 +14,7 @@ from support.tiny import write_tiny_params
 from support.tools import REPO, sh
 
 N_TRAIN, N_TEST, EPOCHS = 512, 256, 2
-TINY = {"epochs": EPOCHS, "batch_size": 32, "lr": 0.1}
+TINY: dict[str, Any] = {"epochs": EPOCHS, "batch_size": 32, "lr": 0.1}
 PER_EPOCH = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 PLOTS = {f"plots/{name}.png" for name in ("loss", "accuracy", "samples", "confusion")}
 
@@ -72,7 +73,9 @@ def assert_complete_run(client, run_id: str, epochs: int, model_name: str = "mni
 def project_runs(root: Path, **search) -> list:
     """The runs of the pipeline's experiment in the store at `root` (search_runs options pass through)."""
     client = store(root)
-    return client.search_runs([client.get_experiment_by_name("mnist-mlp").experiment_id], **search)
+    experiment = client.get_experiment_by_name("mnist-mlp")
+    assert experiment is not None, root
+    return client.search_runs([experiment.experiment_id], **search)
 
 
 @pytest.fixture(scope="session")

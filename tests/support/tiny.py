@@ -18,7 +18,7 @@ SMALL_HIDDEN = [32, 16]
 REPO_PARAMS: dict[str, Any] = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
-def tiny_params(dataset: str = "mnist", **train: Any) -> dict[str, Any]:
+def tiny_params(*, dataset: str = "mnist", **train: Any) -> dict[str, Any]:
     """params.yaml as a dict, with the small MLP, `dataset` and these `train` settings."""
     params = copy.deepcopy(REPO_PARAMS)
     params["data"]["dataset"] = dataset
@@ -27,9 +27,9 @@ def tiny_params(dataset: str = "mnist", **train: Any) -> dict[str, Any]:
     return params
 
 
-def write_tiny_params(path: Path, dataset: str = "mnist", **train: Any) -> None:
+def write_tiny_params(path: Path, *, dataset: str = "mnist", **train: Any) -> None:
     """tiny_params as a stage reads them, in a parameters file."""
-    path.write_text(yaml.safe_dump(tiny_params(dataset, **train), sort_keys=False))
+    path.write_text(yaml.safe_dump(tiny_params(dataset=dataset, **train), sort_keys=False))
 
 
 @pytest.fixture
