@@ -65,7 +65,9 @@ def patiently(uri: str, call: Callable[[], T], stop: threading.Event | None = No
             print(f"tracking: {uri} does not answer ({brief(failure, 120)}); training goes on, and the record "
                   f"waits for it (up to {patience:.0f} s)", file=sys.stderr, flush=True)
             gave_notice = True
-        if (stop or threading.Event()).wait(pause):
+        if stop is None:
+            time.sleep(pause)
+        elif stop.wait(pause):
             raise TrackingError(f"MLflow tracking server {uri}: stopped waiting for it ({brief(failure)})")
         pause = min(pause * 2, 5.0)
 
