@@ -1,4 +1,4 @@
-"""The MLflow side of the project: the only package that imports mlflow.
+"""The MLflow side of training: the store, the record of a run, the model registry.
 
 MLflow reads some of its settings once, when it is imported; so this package sets them (env.configure)
 before any of its modules runs, and every one of them can import mlflow at its top.
