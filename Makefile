@@ -1,4 +1,4 @@
-# `make repro` runs the pipeline, `make test` the tests; both build .venv first when needed.
+# `make repro` runs the pipeline, `make test` the lint and the tests; both build .venv first when needed.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := true
 
-.PHONY: repro test ui server server-stop serve demo bench sweep lock clean
+.PHONY: repro lint test ui server server-stop serve demo bench sweep lock clean
 
 # The venv is built from requirements.lock alone: every package pinned and hash-checked, so a
 # fresh machine gets exactly the versions this repo was tested with (`pip freeze` equals the lock).
@@ -27,7 +27,13 @@ lock: $(VENV)/.installed
 repro: $(VENV)/.installed
 	dvc repro
 
-test: $(VENV)/.installed
+# Lint and format check (ruff), then the type checker (mypy); their settings are in pyproject.toml.
+lint: $(VENV)/.installed
+	ruff check src tests
+	ruff format --check src tests
+	mypy
+
+test: lint
 	pytest
 
 ui: $(VENV)/.installed

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from conftest import REPO, clean_env, write_synthetic_mnist
+from support.synthetic import write_synthetic_mnist
+from support.tools import REPO, clean_env
 
 pytestmark = pytest.mark.slow
 

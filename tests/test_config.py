@@ -8,7 +8,7 @@ import yaml
 from mnist_pipeline.config import flatten, load_params
 from mnist_pipeline.errors import ParamsError
 
-from conftest import REPO
+from support.tools import REPO
 
 
 def write_params(tmp_path: Path, edit) -> Path:
@@ -57,7 +57,8 @@ def test_numeric_strings_are_coerced(tmp_path):
         (lambda r: r.update(sed=1), "unknown key sed"),
         (lambda r: r["model"].update(hidden=[]), "model.hidden = []: must list at least one width"),
         (lambda r: r["model"].update(kind="rnn"), "model.kind = 'rnn': expected one of mlp, cnn"),
-        (lambda r: r["model"].update(channels=[16, 0]), "model.channels = [16, 0]: must list at least one width, each >= 1"),
+        (lambda r: r["model"].update(channels=[16, 0]),
+         "model.channels = [16, 0]: must list at least one width, each >= 1"),
         (lambda r: r["data"].update(dataset="emnist"), "data.dataset = 'emnist': expected one of mnist, fashion-mnist"),
         (lambda r: r["train"].update(processes=0), "train.processes = 0: must be >= 1"),
         (lambda r: r["model"].update(hidden="128"), "model.hidden = '128': expected a list of integers"),
@@ -90,4 +91,4 @@ def test_missing_file(tmp_path):
 def test_config_is_frozen():
     p = load_params(REPO / "params.yaml")
     with pytest.raises(AttributeError):
-        p.train.lr = 1.0  # type: ignore[misc]
+        p.train.lr = 1.0

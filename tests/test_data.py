@@ -10,7 +10,8 @@ import torch
 from mnist_pipeline.data import load_split
 from mnist_pipeline.errors import DataError
 
-from conftest import MNIST_MIRROR, synthetic_split, write_idx
+from support.synthetic import synthetic_split, write_idx
+from support.tools import MNIST_MIRROR
 
 
 def test_split_shapes_and_values(tiny_mnist):

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -24,8 +24,8 @@ from playwright.sync_api import expect
 
 from mnist_pipeline import preprocess
 
-from conftest import MNIST_MIRROR, REPO, clean_env
 from servers import free_port
+from support.tools import MNIST_MIRROR, REPO, clean_env
 from test_ui import SCREENSHOTS, browser, stop  # noqa: F401 (browser: a fixture)
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ START_S = 60
 
 
 @pytest.fixture(scope="module")
-def demo(request, untrained_model, tmp_path_factory) -> str:
+def demo(request, untrained_model, tmp_path_factory) -> Iterator[str]:
     """The demo server's base URL."""
     checkpoint = request.getfixturevalue("trained_model") if MNIST_MIRROR else untrained_model
     port = free_port()
@@ -106,7 +106,7 @@ def test_blank_or_unreadable_drawing_is_a_422_with_the_reason(demo, body, messag
 
 
 @pytest.fixture
-def page(browser, demo):
+def page(browser, demo):  # noqa: F811 (browser: test_ui's fixture, imported)
     context = browser.new_context(viewport={"width": 760, "height": 470})
     page = context.new_page()
     page.goto(demo)

@@ -21,9 +21,11 @@ from mnist_pipeline import device, engine
 from mnist_pipeline.data import load_split
 from mnist_pipeline.distributed import World
 
-from conftest import (REPO, assert_complete_run, clean_env, project_runs, store, train_in_process,
-                      write_synthetic_mnist, write_tiny_params)
 from servers import free_port
+from support.projects import assert_complete_run, project_runs, store
+from support.synthetic import write_synthetic_mnist
+from support.tiny import train_in_process, write_tiny_params
+from support.tools import REPO, clean_env
 
 # Enough test images that one flipped prediction (1/2048) is well inside the 0.003 accuracy bound.
 N_TRAIN, N_TEST = 1024, 2048
@@ -253,7 +255,7 @@ def test_two_machines_with_torchrun_give_the_two_process_result(two_hosts, two_p
         nodes.append(subprocess.Popen(command, cwd=workdir, env=stage_env(workdir, GLOO_SOCKET_IFNAME=veth),
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = [proc.communicate(timeout=600) for proc in nodes]
-    for proc, (out, err) in zip(nodes, outputs):
+    for proc, (out, err) in zip(nodes, outputs, strict=True):
         assert proc.returncode == 0, out + err
     assert "rank 0 of 2" in outputs[0][0] and "rank 1 of 2" in outputs[1][0]
     # The same world size and the same math: the very bytes of the two-process run on one machine.

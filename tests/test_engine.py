@@ -7,11 +7,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mnist_pipeline import data as raw, engine, evaluation, resume
+from mnist_pipeline import data as raw
+from mnist_pipeline import engine, evaluation, resume
 from mnist_pipeline.data import load_split
 from mnist_pipeline.errors import DivergenceError
 
-from conftest import MNIST_MIRROR, train_in_process, write_synthetic_mnist
+from support.synthetic import write_synthetic_mnist
+from support.tiny import train_in_process
+from support.tools import MNIST_MIRROR
 
 CPU = torch.device("cpu")
 
@@ -59,7 +62,7 @@ def test_every_epoch_visits_every_image_once_in_a_fresh_seeded_order(params, tin
         assert torch.equal(order.sort().values, torch.arange(n))  # a permutation: each image once
         assert not torch.equal(order, torch.arange(n))  # shuffled
     assert len({tuple(o.tolist()) for o in orders}) == len(orders)  # a new order every epoch
-    assert all(torch.equal(a, b) for a, b in zip(orders, epoch_orders(params, tiny_mnist)))  # seeded
+    assert all(torch.equal(a, b) for a, b in zip(orders, epoch_orders(params, tiny_mnist), strict=True))  # seeded
     other_seed = epoch_orders(dataclasses.replace(params, seed=1), tiny_mnist)
     assert not torch.equal(orders[0], other_seed[0])
 
@@ -130,11 +133,11 @@ def test_resume_gives_the_uninterrupted_result(params, tiny_mnist, tmp_path):
     train, test = load_split(tiny_mnist, train=True), load_split(tiny_mnist, train=False)
     training = engine.Training.create(params, len(train), CPU)
     first = next(engine.fit(training, train, test, params.train))
-    key = resume.fingerprint(params, raw.digest(tiny_mnist))
-    resume.State(tmp_path / "state.pt", key, enabled=True).save("run-1", [first], training)
+    key = resume.fingerprint(params, raw.digest(tiny_mnist), "cpu")
+    resume.ResumeState(tmp_path / "state.pt", key, enabled=True).save("run-1", [first], training)
 
     fresh = engine.Training.create(dataclasses.replace(params, seed=99), len(train), CPU)  # state overrides all
-    history, run_id = resume.State(tmp_path / "state.pt", key, enabled=True).restore(fresh)
+    history, run_id = resume.ResumeState(tmp_path / "state.pt", key, enabled=True).restore(fresh)
     rest, _ = train_in_process(params, tiny_mnist, first_epoch=2, training=fresh)
     assert run_id == "run-1" and history + rest == straight
     for name, tensor in straight_training.model.state_dict().items():
@@ -146,11 +149,12 @@ def saved_state(params, tiny_mnist, tmp_path):
     """A state file saved by a run of `params` on `tiny_mnist`; restore(p, folder) tries it for other runs."""
     training = engine.Training.create(params, 512, CPU)
     path = tmp_path / "state.pt"
-    resume.State(path, resume.fingerprint(params, raw.digest(tiny_mnist)), enabled=True).save("run-1", [], training)
+    key = resume.fingerprint(params, raw.digest(tiny_mnist), "cpu")
+    resume.ResumeState(path, key, enabled=True).save("run-1", [], training)
 
     def restore(other_params, data_dir=tiny_mnist):
-        key = resume.fingerprint(other_params, raw.digest(data_dir))
-        return resume.State(path, key, enabled=True).restore(engine.Training.create(other_params, 512, CPU))
+        key = resume.fingerprint(other_params, raw.digest(data_dir), "cpu")
+        return resume.ResumeState(path, key, enabled=True).restore(engine.Training.create(other_params, 512, CPU))
 
     return restore
 
@@ -178,17 +182,37 @@ def test_resume_state_is_thrown_away_when_the_raw_data_changes(params, saved_sta
     lambda p: with_train(p, resume=False),
 ])
 def test_resume_state_is_kept_when_only_tracking_or_the_resume_switch_change(params, saved_state, change):
-    assert resume.fingerprint(change(params), "d") == resume.fingerprint(params, "d")
+    assert resume.fingerprint(change(params), "d", "cpu") == resume.fingerprint(params, "d", "cpu")
     assert saved_state(with_train(change(params), resume=True)) == ([], "run-1")
+
+
+def test_resume_state_is_thrown_away_on_another_device(params, tiny_mnist):
+    # The CPU's hand-written step and CUDA's autograd step round differently: no resuming across them.
+    digest = raw.digest(tiny_mnist)
+    assert resume.fingerprint(params, digest, "cuda") != resume.fingerprint(params, digest, "cpu")
+
+
+def test_a_state_of_the_hand_written_step_loads_into_a_training_with_an_optimizer(params, tiny_mnist):
+    # The hand-written step (no optimizer object) saved it; autograd's step (as on CUDA) takes it up.
+    train, test = load_split(tiny_mnist, train=True), load_split(tiny_mnist, train=False)
+    fast = engine.Training.create(params, len(train), CPU)
+    assert fast.optimizer is None
+    first = next(engine.fit(fast, train, test, params.train))
+    autograd = engine.Training(copy.deepcopy(fast.model), None, None, torch.Generator())
+    autograd.optimizer = engine.make_optimizer(autograd.model, params.train)
+    autograd.load_state_dict(fast.state_dict())
+    second = next(engine.fit(autograd, train, test, params.train, first_epoch=2))
+    expected = next(engine.fit(fast, train, test, params.train, first_epoch=2))
+    assert first["epoch"] == 1 and second == expected
 
 
 def test_resume_off_neither_saves_nor_restores(params, tiny_mnist, tmp_path):
     training = engine.Training.create(params, 512, CPU)
-    key = resume.fingerprint(params, raw.digest(tiny_mnist))
-    off = resume.State(tmp_path / "state.pt", key, enabled=False)
+    key = resume.fingerprint(params, raw.digest(tiny_mnist), "cpu")
+    off = resume.ResumeState(tmp_path / "state.pt", key, enabled=False)
     off.save("run-1", [{"epoch": 1}], training)
     assert not (tmp_path / "state.pt").exists()
-    resume.State(tmp_path / "state.pt", key, enabled=True).save("run-1", [{"epoch": 1}], training)
+    resume.ResumeState(tmp_path / "state.pt", key, enabled=True).save("run-1", [{"epoch": 1}], training)
     assert off.restore(training) is None  # a matching file is there, and ignored
 
 

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from conftest import EPOCHS, assert_complete_run, make_project, project_runs, run_queue, sh, store
+from support.projects import EPOCHS, assert_complete_run, make_project, project_runs, store
+from support.tools import run_queue, sh
 
 pytestmark = pytest.mark.slow
 

@@ -7,6 +7,7 @@ import torch
 
 from mnist_pipeline import engine, fast_step
 from mnist_pipeline.data import load_split
+from mnist_pipeline.model import MLP
 
 CPU = torch.device("cpu")
 
@@ -21,6 +22,7 @@ def article(params, **train):
 def one_epoch(params, data, step_kind: str) -> engine.Training:
     training = engine.Training.create(params, len(data), CPU)
     if step_kind == "fast":
+        assert isinstance(training.model, MLP)
         step = fast_step.sgd_step(training.model, params.train.lr, params.train.weight_decay)
     else:
         optimizer = engine.make_optimizer(training.model, params.train)  # torch.optim.SGD, as the article's loop
@@ -37,9 +39,10 @@ def test_fast_step_is_bit_identical_to_autograd_after_one_epoch(params, tiny_mni
         p = dataclasses.replace(p, model=dataclasses.replace(p.model, normalize=True))
     data = load_split(tiny_mnist, train=True)
     fast, slow = one_epoch(p, data, "fast"), one_epoch(p, data, "autograd")
-    for (name, a), b in zip(fast.model.state_dict().items(), slow.model.state_dict().values()):
+    for (name, a), b in zip(fast.model.state_dict().items(), slow.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    assert not torch.equal(fast.model.layers[0].weight, engine.Training.create(p, len(data), CPU).model.layers[0].weight)
+    fresh = engine.Training.create(p, len(data), CPU)
+    assert not torch.equal(fast.model.layers[0].weight, fresh.model.layers[0].weight)
 
 
 def test_training_takes_the_fast_step_exactly_where_it_covers_the_run(params):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -18,13 +19,16 @@ from mnist_pipeline.files import rounded
 from mnist_pipeline.stages import evaluate as evaluate_stage
 from mnist_pipeline.stages import train as train_stage
 
-from conftest import REPO, clean_env, project_runs, train_in_process, write_synthetic_mnist, write_tiny_params
+from support.projects import project_runs
+from support.synthetic import write_synthetic_mnist
+from support.tiny import train_in_process, write_tiny_params
+from support.tools import REPO, clean_env
 
 pytestmark = pytest.mark.slow
 
 # Enough batches that an epoch takes a moment (about 0.5 s), so a signal lands inside training.
 N_TRAIN, N_TEST = 4096, 256
-SETTINGS = {"epochs": 4, "batch_size": 4, "lr": 0.05}
+SETTINGS: dict[str, Any] = {"epochs": 4, "batch_size": 4, "lr": 0.05}
 STATE_WAIT_S = 120  # for the first epoch's state file: start-up (imports) takes seconds on a busy machine
 
 
@@ -59,6 +63,7 @@ def wait_for_saved_state(proc: subprocess.Popen, workdir: Path) -> None:
     deadline = time.monotonic() + STATE_WAIT_S
     while not state.exists():
         if proc.poll() is not None:
+            assert proc.stderr is not None
             raise AssertionError(f"stage ended before saving any state: {proc.stderr.read()}")
         assert time.monotonic() < deadline, f"no {state} after {STATE_WAIT_S} s"
         time.sleep(0.01)

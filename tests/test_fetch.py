@@ -15,7 +15,9 @@ from mnist_pipeline.fetch import fetch, mirrors_from_env
 from mnist_pipeline.files import digest
 from mnist_pipeline.stages import download
 
-from conftest import FASHION_MNIST_MIRROR, MNIST_MIRROR, write_synthetic_mnist, write_tiny_params
+from support.synthetic import write_synthetic_mnist
+from support.tiny import write_tiny_params
+from support.tools import FASHION_MNIST_MIRROR, MNIST_MIRROR
 
 UNREACHABLE = "http://127.0.0.1:9/mnist/"  # the discard port: connection refused at once
 

@@ -5,11 +5,10 @@ import re
 import sys
 import tomllib
 from importlib import metadata
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from support.tools import REPO
 
 LOCK = REPO / "requirements.lock"
 

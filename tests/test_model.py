@@ -9,9 +9,9 @@ import torch
 from mnist_pipeline.config import ModelConfig
 from mnist_pipeline.errors import CheckpointError
 from mnist_pipeline.files import digest, save_torch
-
-from conftest import train_in_process
 from mnist_pipeline.model import CNN, MLP, build, load_checkpoint, save_checkpoint
+
+from support.tiny import train_in_process
 
 ARTICLE = ModelConfig(kind="mlp", hidden=(128, 64), channels=(16, 32), normalize=False, dropout=0.0)
 DIGITS = tuple("0123456789")
@@ -99,16 +99,16 @@ def test_damaged_weights_are_caught(tmp_path):
 def test_checkpoint_of_another_architecture(tmp_path):
     path = tmp_path / "model.pt"
     other = MLP(ModelConfig(kind="mlp", hidden=(32,), channels=(16, 32), normalize=False, dropout=0.0))
-    save_torch(path, {"model_config": {"kind": "mlp", "hidden": [128, 64], "channels": [16, 32], "normalize": False}, "classes": DIGITS,
-                      "state_dict": other.state_dict()})
+    config = {"kind": "mlp", "hidden": [128, 64], "channels": [16, 32], "normalize": False}
+    save_torch(path, {"model_config": config, "classes": DIGITS, "state_dict": other.state_dict()})
     with pytest.raises(CheckpointError, match=r"model.pt: weights do not fit the architecture .*size mismatch"):
         load_checkpoint(path)
 
 
 def test_checkpoint_with_bad_config(tmp_path):
     path = tmp_path / "model.pt"
-    save_torch(path, {"model_config": {"kind": "mlp", "hidden": [128, 64], "channels": [16, 32], "normalize": False, "dropout": 0.0, "depth": 3}, "classes": DIGITS,
-                      "state_dict": {}})
+    config = {"kind": "mlp", "hidden": [128, 64], "channels": [16, 32], "normalize": False, "dropout": 0.0, "depth": 3}
+    save_torch(path, {"model_config": config, "classes": DIGITS, "state_dict": {}})
     with pytest.raises(CheckpointError, match=r"unknown key depth"):
         load_checkpoint(path)
 

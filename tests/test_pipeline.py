@@ -6,7 +6,8 @@ import json
 import pytest
 import yaml
 
-from conftest import EPOCHS, N_TEST, assert_complete_run, clean_env, project_runs, recorded_run_id, sh, store
+from support.projects import EPOCHS, N_TEST, assert_complete_run, project_runs, recorded_run_id, store
+from support.tools import clean_env, sh
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,8 @@ from PIL import Image, ImageDraw
 
 from mnist_pipeline import inference, predict
 
-from conftest import REPO, as_scanned, clean_env
+from support.digits import as_scanned
+from support.tools import REPO, clean_env
 
 ANSWER = r"(\d) \((0\.\d\d|1\.00)\)"
 
@@ -25,7 +26,8 @@ def drawn(path: Path) -> Path:
 
 
 def test_each_bad_image_gets_one_error_line_and_the_others_are_still_predicted(untrained_model, tmp_path):
-    good_png, good_jpg = drawn(tmp_path / "one.png"), drawn(tmp_path / "one.jpg")
+    good_png = drawn(tmp_path / "one.png")
+    drawn(tmp_path / "one.jpg")
     (tmp_path / "notes.png").write_text("not an image")
     truncated = tmp_path / "cut.png"
     truncated.write_bytes(good_png.read_bytes()[:200])

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 from mnist_pipeline import preprocess
 from mnist_pipeline.errors import ImageError
 
-from conftest import as_scanned
+from support.digits import as_scanned
 
 
 def bar(width: int = 60, height: int = 180, ink: str = "black", paper: str = "white", mode: str = "RGB") -> Image.Image:
@@ -95,7 +95,8 @@ def test_a_photo_is_turned_upright_as_its_exif_says():
 
 @pytest.mark.parametrize("paper", [0, 255, 128])
 def test_uniform_image_is_blank(paper):
-    with pytest.raises(ImageError, match=r"^blank image: no pixel differs from the background by more than 32 of 255 grey levels$"):
+    blank = r"^blank image: no pixel differs from the background by more than 32 of 255 grey levels$"
+    with pytest.raises(ImageError, match=blank):
         preprocess.prepare(Image.new("L", (64, 48), paper))
 
 

@@ -24,7 +24,8 @@ import pytest
 import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 
-from conftest import REPO, clean_env, make_project, sh
+from support.projects import make_project
+from support.tools import REPO, clean_env, sh
 
 pytestmark = pytest.mark.slow
 
@@ -135,7 +136,8 @@ def wait_until_ready(server: subprocess.Popen, client, log: Path) -> None:
             return
         except (BotoCoreError, ClientError) as error:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"weed mini not ready after {READY_WITHIN_S} s ({error}); {log}:\n{log_tail(log)}")
+                raise RuntimeError(
+                    f"weed mini not ready after {READY_WITHIN_S} s ({error}); {log}:\n{log_tail(log)}") from None
         time.sleep(0.1)
 
 

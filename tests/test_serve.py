@@ -1,6 +1,6 @@
 """The logged MLflow model, served as `make serve` does: MLflow's own scoring server, real HTTP requests.
 
-The model is logged by tracking.log_model into a temporary SQLite store, registered as
+The model is logged by tracking.registry.log_model into a temporary SQLite store, registered as
 mnist-mlp@champion, and served from that URI by `mlflow models serve --env-manager local`.
 Where real MNIST is available (MNIST_MIRROR) it is the session's trained model, else random
 weights: the form of the answers is the same, only the real-digit test needs the trained one.
@@ -12,19 +12,20 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image, ImageDraw
 
-from mnist_pipeline import inference, preprocess, tracking
+from mnist_pipeline import inference, preprocess
+from mnist_pipeline.tracking import registry
 
-from conftest import MNIST_MIRROR, REPO, clean_env
 from servers import free_port
+from support.tools import MNIST_MIRROR, REPO, clean_env
 from test_ui import stop, wait_healthy
 
 pytestmark = pytest.mark.slow
@@ -48,7 +49,7 @@ def strokes() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def champion(request, untrained_model, tmp_path_factory) -> tuple[str, Path, Path]:
+def champion(request, untrained_model, tmp_path_factory) -> Iterator[tuple[str, Path, Path]]:
     """The store's URI, its folder, and the checkpoint logged as mnist-mlp@champion."""
     checkpoint = request.getfixturevalue("trained_model") if MNIST_MIRROR else untrained_model
     root = tmp_path_factory.mktemp("store")
@@ -57,7 +58,7 @@ def champion(request, untrained_model, tmp_path_factory) -> tuple[str, Path, Pat
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.create_experiment(NAME, artifact_location=(root / "mlruns").as_uri())
     with mlflow.start_run(experiment_id=experiment):
-        model_uri = tracking.log_model(checkpoint, strokes())
+        model_uri = registry.log_model(checkpoint, strokes())
     version = mlflow.register_model(model_uri, NAME).version
     MlflowClient(uri).set_registered_model_alias(NAME, "champion", version)
     yield uri, root, checkpoint
@@ -65,7 +66,7 @@ def champion(request, untrained_model, tmp_path_factory) -> tuple[str, Path, Pat
 
 
 @pytest.fixture(scope="module")
-def scoring_server(champion) -> str:
+def scoring_server(champion) -> Iterator[str]:
     """`make serve`'s command on a free port, in its own session; its base URL."""
     uri, root, _ = champion
     port = free_port()

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import (EPOCHS, REPO, assert_complete_run, clean_env, make_project, recorded_run_id, sh,
-                      run_queue, write_synthetic_mnist, write_tiny_params)
 from servers import server_cli
+from support.projects import EPOCHS, assert_complete_run, make_project, recorded_run_id
+from support.synthetic import write_synthetic_mnist
+from support.tiny import write_tiny_params
+from support.tools import REPO, clean_env, run_queue, sh
 
 pytestmark = pytest.mark.slow
 

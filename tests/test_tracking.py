@@ -9,11 +9,12 @@ import pytest
 import torch
 from mlflow.exceptions import MlflowException
 
-from mnist_pipeline import tracking
 from mnist_pipeline.data import load_split
 from mnist_pipeline.datasets import FASHION_MNIST, MNIST
 from mnist_pipeline.errors import TrackingError
 from mnist_pipeline.model import MLP, load_checkpoint, save_checkpoint
+from mnist_pipeline.tracking import registry
+from mnist_pipeline.tracking.run import training_run
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def logged_model(params, path, seed: int) -> str:
     torch.manual_seed(seed)
     save_checkpoint(MLP(params.model), params.model, MNIST.classes, path)
     with mlflow.start_run():
-        return tracking.log_model(path, np.zeros((2, 1, 28, 28), np.float32) + 0.5)
+        return registry.log_model(path, np.zeros((2, 1, 28, 28), np.float32) + 0.5)
 
 
 def test_the_logged_model_gives_the_checkpoints_answers_on_real_digits(params, tiny_mnist, store_uri, tmp_path):
@@ -50,11 +51,11 @@ def test_the_logged_model_gives_the_checkpoints_answers_on_real_digits(params, t
 
 def test_every_model_is_a_version_and_the_champion_moves_only_to_a_better_one(params, store_uri, tmp_path):
     uris = [logged_model(params, tmp_path / f"m{i}.pt", seed=i) for i in range(4)]
-    outcomes = [tracking.register("reg", uri, accuracy, "mnist")
-                for uri, accuracy in zip(uris, (0.90, 0.89, 0.90, 0.95))]
+    outcomes = [registry.register("reg", uri, accuracy, "mnist")
+                for uri, accuracy in zip(uris, (0.90, 0.89, 0.90, 0.95), strict=True)]
     assert outcomes == [("1", True), ("2", False), ("3", False), ("4", True)]  # equal is not better
     client = mlflow.MlflowClient()
-    assert str(client.get_model_version_by_alias("reg", tracking.CHAMPION).version) == "4"
+    assert str(client.get_model_version_by_alias("reg", registry.CHAMPION).version) == "4"
     assert [v.tags["test_accuracy"] for v in sorted(client.search_model_versions("name = 'reg'"),
                                                     key=lambda v: int(v.version))] == \
            ["0.900000", "0.890000", "0.900000", "0.950000"]
@@ -63,8 +64,8 @@ def test_every_model_is_a_version_and_the_champion_moves_only_to_a_better_one(pa
 def test_a_model_of_other_data_never_takes_the_champion(params, store_uri, tmp_path):
     fashion = dataclasses.replace(params, data=dataclasses.replace(params.data, dataset=FASHION_MNIST.name))
     first, second = (logged_model(fashion, tmp_path / f"m{i}.pt", seed=i) for i in range(2))
-    assert tracking.register("reg", first, 0.90, "mnist") == ("1", True)
-    assert tracking.register("reg", second, 0.99, "fashion-mnist") == ("2", False)
+    assert registry.register("reg", first, 0.90, "mnist") == ("1", True)
+    assert registry.register("reg", second, 0.99, "fashion-mnist") == ("2", False)
 
 
 
@@ -74,24 +75,24 @@ def test_a_registration_does_not_crown_itself_over_a_better_version_still_decidi
     client = mlflow.MlflowClient()
     client.create_registered_model("reg")
     client.create_model_version("reg", better, tags={"test_accuracy": "0.950000", "dataset": "mnist"})
-    assert tracking.register("reg", worse, 0.90, "mnist") == ("2", False)
-    assert str(client.get_model_version_by_alias("reg", tracking.CHAMPION).version) == "1"
+    assert registry.register("reg", worse, 0.90, "mnist") == ("2", False)
+    assert str(client.get_model_version_by_alias("reg", registry.CHAMPION).version) == "1"
 
 
 def test_a_version_older_than_the_champion_is_never_crowned_again(params, store_uri, tmp_path):
     # An admin moved the champion off version 1 by hand: only the champion and newer versions compete.
     uris = [logged_model(params, tmp_path / f"m{i}.pt", seed=i) for i in range(3)]
-    assert tracking.register("reg", uris[0], 0.95, "mnist") == ("1", True)
-    assert tracking.register("reg", uris[1], 0.90, "mnist") == ("2", False)
+    assert registry.register("reg", uris[0], 0.95, "mnist") == ("1", True)
+    assert registry.register("reg", uris[1], 0.90, "mnist") == ("2", False)
     client = mlflow.MlflowClient()
-    client.set_registered_model_alias("reg", tracking.CHAMPION, "2")
-    assert tracking.register("reg", uris[2], 0.92, "mnist") == ("3", True)
-    assert str(client.get_model_version_by_alias("reg", tracking.CHAMPION).version) == "3"
+    client.set_registered_model_alias("reg", registry.CHAMPION, "2")
+    assert registry.register("reg", uris[2], 0.92, "mnist") == ("3", True)
+    assert str(client.get_model_version_by_alias("reg", registry.CHAMPION).version) == "3"
 
 
 def test_a_stale_champion_write_that_lands_last_is_corrected(params, store_uri, tmp_path, monkeypatch):
     first, mine, racing = (logged_model(params, tmp_path / f"m{i}.pt", seed=i) for i in range(3))
-    assert tracking.register("reg", first, 0.90, "mnist") == ("1", True)
+    assert registry.register("reg", first, 0.90, "mnist") == ("1", True)
     set_alias = mlflow.MlflowClient.set_registered_model_alias
 
     def racing_first(client, name, alias, version):
@@ -102,8 +103,8 @@ def test_a_stale_champion_write_that_lands_last_is_corrected(params, store_uri, 
         set_alias(client, name, alias, version)  # then this one's stale write lands
 
     monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_alias", racing_first)
-    assert tracking.register("reg", mine, 0.95, "mnist") == ("2", False)
-    assert str(mlflow.MlflowClient().get_model_version_by_alias("reg", tracking.CHAMPION).version) == "3"
+    assert registry.register("reg", mine, 0.95, "mnist") == ("2", False)
+    assert str(mlflow.MlflowClient().get_model_version_by_alias("reg", registry.CHAMPION).version) == "3"
 
 
 def test_a_dataset_a_parallel_run_added_first_is_logged_on_the_second_try(params, store_uri, tmp_path, monkeypatch):
@@ -119,7 +120,7 @@ def test_a_dataset_a_parallel_run_added_first_is_logged_on_the_second_try(params
         return log_input(*args, **kwargs)
 
     monkeypatch.setattr(mlflow, "log_input", refused_once)
-    with tracking.training_run(params, MNIST, "0123456789abcdef", "cpu", 1) as run:
+    with training_run(params, MNIST, "0123456789abcdef", "cpu", 1) as run:
         pass
     recorded = mlflow.MlflowClient().get_run(run.run_id)
     assert recorded.info.status == "FINISHED" and refused
@@ -135,7 +136,7 @@ def test_a_run_that_fails_while_starting_is_marked_failed_not_left_running(param
 
     monkeypatch.setattr(mlflow, "log_input", refused)
     with pytest.raises(TrackingError, match="the store said no"):
-        with tracking.training_run(params, MNIST, "0123456789abcdef", "cpu", 1):
+        with training_run(params, MNIST, "0123456789abcdef", "cpu", 1):
             pass
     [run] = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert run.info.status == "FAILED"

@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from mnist_pipeline.tracking import ui_link
+from mnist_pipeline.tracking.env import ui_link
 
-from conftest import EPOCHS, PER_EPOCH, REPO, project_runs, store
 from servers import free_port
+from support.projects import EPOCHS, PER_EPOCH, project_runs, store
+from support.tools import REPO
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

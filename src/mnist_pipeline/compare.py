@@ -11,7 +11,11 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+
+from mnist_pipeline import cli
+from mnist_pipeline.errors import PipelineError
 
 FILES = ("metrics/history.json", "metrics/eval.json")
 GATED = ("test_accuracy", "test_loss")  # per-class figures and counts move with them; reported only
@@ -19,10 +23,11 @@ GATED = ("test_accuracy", "test_loss")  # per-class figures and counts move with
 
 def gated_numbers(data: object, prefix: str = "") -> dict[str, float]:
     """{'49.test_accuracy': 0.91, 'test_loss': 0.29, ...}: the gated metrics wherever they appear."""
+    items: Iterable[tuple[str, object]]
     if isinstance(data, list):
         items = ((str(i), v) for i, v in enumerate(data))
     elif isinstance(data, dict):
-        items = data.items()
+        items = ((str(k), v) for k, v in data.items())
     else:
         return {}
     found = {}
@@ -55,13 +60,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", default="HEAD", help="git revision holding the reference metrics")
     parser.add_argument("--tolerance", type=float, default=0.0, help="largest allowed absolute difference")
     args = parser.parse_args(argv)
+    return cli.run(lambda: _compare_all(args.against, args.tolerance))
+
+
+def _compare_all(against: str, tolerance: float) -> int:
     problems = []
     for path in FILES:
-        committed = subprocess.run(["git", "show", f"{args.against}:{path}"], capture_output=True, check=True).stdout
-        problems += compare(path, committed, Path(path).read_bytes(), args.tolerance)
+        problems += compare(path, _committed(against, path), _current(path), tolerance)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def _committed(against: str, path: str) -> bytes:
+    shown = subprocess.run(["git", "show", f"{against}:{path}"], capture_output=True)
+    if shown.returncode != 0:
+        raise PipelineError(f"{against}:{path}: {shown.stderr.decode(errors='replace').strip() or 'not in git'}")
+    return shown.stdout
+
+
+def _current(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: file not found; run `dvc repro` first") from None
 
 
 if __name__ == "__main__":

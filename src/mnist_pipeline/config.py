@@ -5,13 +5,16 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from mnist_pipeline.errors import ParamsError
 
-T = typing.TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = typing.TypeVar("T", bound="DataclassInstance")
 
 
 def _positive(value: float) -> str | None:
@@ -34,8 +37,9 @@ def _widths(value: tuple[int, ...]) -> str | None:
     return None if value and min(value) >= 1 else "must list at least one width, each >= 1"
 
 
-def _check(rule: typing.Callable[[Any], str | None]) -> Any:
-    return field(metadata={"check": rule})
+def _check(rule: typing.Callable[[Any], str | None]) -> dict[str, typing.Callable[[Any], str | None]]:
+    """A field's metadata: the rule its value must pass (None: it does; else what is wrong)."""
+    return {"check": rule}
 
 
 @dataclass(frozen=True)
@@ -46,30 +50,31 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     kind: Literal["mlp", "cnn"]
-    hidden: tuple[int, ...] = _check(_widths)  # dense layers: the MLP's, or the CNN's after its convolutions
-    channels: tuple[int, ...] = _check(_widths)  # the CNN's convolutions (the MLP has none)
+    # Dense layers: the MLP's, or the CNN's after its convolutions.
+    hidden: tuple[int, ...] = field(metadata=_check(_widths))
+    channels: tuple[int, ...] = field(metadata=_check(_widths))  # the CNN's convolutions (the MLP has none)
     # Standardise inputs with MNIST's mean/std inside the model, so every consumer feeds raw pixels.
     normalize: bool
     # Share of each hidden dense layer's outputs zeroed while training (0: none, as the article).
-    dropout: float = _check(_fraction)
+    dropout: float = field(metadata=_check(_fraction))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    lr: float = _check(_positive)
-    epochs: int = _check(_at_least_one)
-    batch_size: int = _check(_at_least_one)
+    lr: float = field(metadata=_check(_positive))
+    epochs: int = field(metadata=_check(_at_least_one))
+    batch_size: int = field(metadata=_check(_at_least_one))
     optimizer: Literal["sgd", "adamw"]
-    momentum: float = _check(_fraction)
-    weight_decay: float = _check(_non_negative)
+    momentum: float = field(metadata=_check(_fraction))
+    weight_decay: float = field(metadata=_check(_non_negative))
     # Share of the target spread over the other classes (0: plain cross-entropy, as the article).
-    label_smoothing: float = _check(_fraction)
+    label_smoothing: float = field(metadata=_check(_fraction))
     # "onecycle" warms up to `lr` and anneals to near zero over the whole run.
     schedule: Literal["constant", "onecycle"]
     # Continue an interrupted run of the same parameters from its last finished epoch.
     resume: bool
     # DistributedDataParallel processes on this machine, sharing each batch of batch_size.
-    processes: int = _check(_at_least_one)
+    processes: int = field(metadata=_check(_at_least_one))
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class Params:
-    seed: int = _check(_non_negative)
+    seed: int = field(metadata=_check(_non_negative))
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
@@ -119,7 +124,7 @@ def from_dict(cls: type[T], raw: Any, source: str, prefix: str = "") -> T:
 
 
 def _field_value(kind: Any, f: dataclasses.Field, value: Any, source: str, key: str) -> Any:
-    if dataclasses.is_dataclass(kind):
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         return from_dict(kind, value, source, key + ".")
     try:
         coerced = _coerce(kind, value)

@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mnist_pipeline.datasets import IMAGE_SHAPE, NUM_CLASSES
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.files import digest as file_digest
 
 IMAGES_MAGIC = 2051  # IDX header: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # IDX header: unsigned bytes, 1 dimension
-IMAGE_SHAPE = (28, 28)
-NUM_CLASSES = 10
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,10 @@
 
 from dataclasses import dataclass, field
 
+# Every dataset here: 28x28 grey images of one of 10 classes (no torch here: preprocess shares these).
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+
 
 @dataclass(frozen=True)
 class Dataset:

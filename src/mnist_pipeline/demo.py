@@ -1,15 +1,14 @@
 """`make demo`: a page to draw a digit on, answered as you draw, through predict's own preprocessing."""
 
 import argparse
-import sys
 from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 
-from mnist_pipeline import inference, preprocess
-from mnist_pipeline.errors import ImageError, PipelineError
+from mnist_pipeline import cli, inference, preprocess
+from mnist_pipeline.errors import ImageError
 
 PAGE = Path(__file__).with_name("demo.html")  # HTML, CSS and script in one file: nothing fetched from elsewhere
 
@@ -43,14 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5002)
     args = parser.parse_args(argv)
-    try:
-        predict, _ = inference.from_options(args)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return cli.run(lambda: _serve(args))
+
+
+def _serve(args: argparse.Namespace) -> None:
+    predict, _ = inference.from_options(args)
     print(f"demo: draw a digit at http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
     uvicorn.run(create_app(predict), host=args.host, port=args.port, log_level="warning")
-    return 0
 
 
 if __name__ == "__main__":

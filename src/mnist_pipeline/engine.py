@@ -3,7 +3,7 @@
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -15,7 +15,7 @@ from mnist_pipeline.config import Params, TrainConfig
 from mnist_pipeline.data import Split
 from mnist_pipeline.distributed import World
 from mnist_pipeline.errors import DivergenceError
-from mnist_pipeline.model import build
+from mnist_pipeline.model import MLP, build
 
 Scheduler = torch.optim.lr_scheduler.LRScheduler
 
@@ -53,9 +53,11 @@ class Training:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        if self.optimizer:
+        # A state without an optimizer's comes from the hand-written step: plain SGD, which keeps
+        # no state and no schedule, so an optimizer made for the same params starts as it would.
+        if self.optimizer and state["optimizer"] is not None:
             self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler:
+        if self.scheduler and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
@@ -75,20 +77,25 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
     return None
 
 
-def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, ...]:
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator,
+                     device: torch.device) -> tuple[torch.Tensor, ...]:
     """Index batches of a fresh permutation, drawn on the CPU so every device shuffles alike."""
     return torch.randperm(n, generator=generator).to(device).split(batch_size)
 
 
-Step = Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
-"""A training step: (images, labels, share) of one batch -> (mean loss, logits), after updating the weights.
-`share` is this process's part of the batch times the number of processes: 1.0 on one process."""
+class Step(Protocol):
+    """A training step: (images, labels, share) of one batch -> (mean loss, logits), after updating the
+    weights. `share` is this process's part of the batch times the number of processes: 1.0 on one process."""
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor,
+                 share: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def make_step(training: Training, cfg: TrainConfig, world: World | None = None) -> Step:
     """The hand-written step where it gives the same bits (Training.create left out the optimizer),
     else autograd's, through DistributedDataParallel when several processes share each batch."""
     if training.optimizer is None:
+        assert isinstance(training.model, MLP)  # fast_step.covers only the MLP
         return fast_step.sgd_step(training.model, cfg.lr, cfg.weight_decay)
     forward = DistributedDataParallel(training.model) if world else training.model
     return autograd_step(forward, training.optimizer, training.scheduler, cfg.label_smoothing)
@@ -111,7 +118,8 @@ def autograd_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler:
     return step
 
 
-def train_one_epoch(step: Step, data: Split, batches: Iterable[torch.Tensor], world: World | None = None) -> dict[str, float]:
+def train_one_epoch(step: Step, data: Split, batches: Iterable[torch.Tensor],
+                    world: World | None = None) -> dict[str, float]:
     """One pass over `batches` of indices into `data`; loss and accuracy are means over samples.
 
     Per-batch figures stay on the device until the epoch ends: reading one every batch would

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mnist_pipeline.data import NUM_CLASSES, Split
+from mnist_pipeline.data import Split
+from mnist_pipeline.datasets import NUM_CLASSES
 from mnist_pipeline.files import rounded
 
 EVAL_BATCH = 1000  # evaluation needs no gradients, so large chunks are cheap
@@ -60,7 +61,7 @@ def report(model: nn.Module, test: Split, classes: Sequence[str]) -> tuple[dict,
 
 def predictions_csv(labels: torch.Tensor, predicted: torch.Tensor) -> str:
     """One row per test image, the shape DVC's confusion-matrix plot template reads."""
-    rows = (f"{a},{p}" for a, p in zip(labels.tolist(), predicted.tolist()))
+    rows = (f"{a},{p}" for a, p in zip(labels.tolist(), predicted.tolist(), strict=True))
     return "actual,predicted\n" + "\n".join(rows) + "\n"
 
 

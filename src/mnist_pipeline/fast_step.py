@@ -8,12 +8,15 @@ It covers plain SGD (weight decay allowed; no momentum, schedule or label smooth
 the CPU, in one process; everything else takes the autograd step.
 """
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from mnist_pipeline.config import TrainConfig
 from mnist_pipeline.model import MLP, standardize
+
+if TYPE_CHECKING:  # engine imports this module
+    from mnist_pipeline.engine import Step
 
 aten = torch.ops.aten
 MEAN = 1  # nll_loss's reduction code for "mean"
@@ -27,10 +30,11 @@ def covers(model: torch.nn.Module, cfg: TrainConfig) -> bool:
     return type(model) is MLP and model.dropout == 0 and on_cpu and plain_sgd and cfg.label_smoothing == 0
 
 
-def sgd_step(model: MLP, lr: float, weight_decay: float) -> Callable[[torch.Tensor, torch.Tensor], tuple]:
-    """A step function: (images, labels) -> (mean loss, logits), after updating the weights in place."""
-    weights = [layer.weight for layer in model.layers]
-    biases = [layer.bias for layer in model.layers]
+def sgd_step(model: MLP, lr: float, weight_decay: float) -> "Step":
+    """engine's Step: (images, labels, share) -> (mean loss, logits), after updating the weights in place."""
+    linears = [layer for layer in model.layers if isinstance(layer, torch.nn.Linear)]  # all of them
+    weights = [layer.weight for layer in linears]
+    biases = [layer.bias for layer in linears]
     one = torch.ones(())
 
     @torch.no_grad()
@@ -41,7 +45,7 @@ def sgd_step(model: MLP, lr: float, weight_decay: float) -> Callable[[torch.Tens
             x = standardize(x)
         # Forward, keeping each layer's input: nn.Linear is addmm(bias, x, W^T), then ReLU.
         inputs = []
-        for w, b in zip(weights, biases):
+        for w, b in zip(weights, biases, strict=True):
             inputs.append(x)
             x = torch.addmm(b, x, w.t())
             if len(inputs) < len(weights):

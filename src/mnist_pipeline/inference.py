@@ -2,7 +2,6 @@
 and the names of the classes (the digits for MNIST)."""
 
 import argparse
-import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -43,15 +42,16 @@ def from_checkpoint(path: str | Path) -> tuple[Predictor, tuple[str, ...]]:
 
 def from_mlflow(uri: str) -> tuple[Predictor, tuple[str, ...]]:
     """The model logged in MLflow at `uri` (models:/mnist-mlp@champion, runs:/..., a folder)."""
-    # Imported here: MLflow takes seconds to import, and a checkpoint needs none of it. tracking
-    # brings the project's settings: its store, no retries against a server that is down.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # predict's output is one line per image
+    # Imported here: MLflow takes seconds to import, and a checkpoint needs none of it. First the
+    # project's MLflow settings (no progress bar, no retries against a server that is down): MLflow
+    # reads some of them when it is imported.
+    from mnist_pipeline.tracking import env
+
+    env.configure()
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
-    from mnist_pipeline.tracking import tracking_uri
-
-    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_tracking_uri(env.tracking_uri())
     try:
         model = mlflow.pyfunc.load_model(uri)
     except (MlflowException, OSError) as exc:

@@ -1,6 +1,7 @@
 """The networks built from their config (the article's MLP, a small CNN), and checkpoints that carry it."""
 
 import dataclasses
+import itertools
 import math
 import pickle
 import zipfile
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from mnist_pipeline.config import ModelConfig, from_dict
-from mnist_pipeline.data import IMAGE_SHAPE, NUM_CLASSES
+from mnist_pipeline.datasets import IMAGE_SHAPE, NUM_CLASSES
 from mnist_pipeline.errors import CheckpointError, ParamsError, brief
 from mnist_pipeline.files import save_torch
 
@@ -65,7 +66,7 @@ class CNN(nn.Module):
 
 
 def dense(widths: list[int]) -> nn.ModuleList:
-    return nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+    return nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
 
 
 def through(layers: nn.ModuleList, x: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:

@@ -56,7 +56,7 @@ def sample_grid(images: np.ndarray, labels: Sequence[str], predicted: Sequence[s
     """The article's row of digits, each titled with its label and the model's prediction."""
     fig = Figure(figsize=(len(images), 1.4))
     axes = fig.subplots(1, len(images))
-    for ax, image, label, guess in zip(np.atleast_1d(axes), images, labels, predicted):
+    for ax, image, label, guess in zip(np.atleast_1d(axes), images, labels, predicted, strict=True):
         ax.imshow(image.squeeze(), cmap="gray")
         ax.set_title(f"{label} ({guess})", fontsize=9, color="black" if label == guess else "red")
         ax.axis("off")

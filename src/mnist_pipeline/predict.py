@@ -5,19 +5,19 @@ import sys
 
 import numpy as np
 
-from mnist_pipeline import inference, preprocess
-from mnist_pipeline.data import NUM_CLASSES
-from mnist_pipeline.errors import ImageError, PipelineError
+from mnist_pipeline import cli, inference, preprocess
+from mnist_pipeline.datasets import NUM_CLASSES
+from mnist_pipeline.errors import ImageError
 
 
 def main(argv: list[str] | None = None) -> int:
     """Print `PATH: DIGIT (PROBABILITY)` per image and `error: ...` per image that fails; exit 1 if any failed."""
     args = _parser().parse_args(argv)
-    try:
-        predict, classes = inference.from_options(args)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return cli.run(lambda: _predict(args))
+
+
+def _predict(args: argparse.Namespace) -> int:
+    predict, classes = inference.from_options(args)
     prepared: list[tuple[str, np.ndarray]] = []
     failed = False
     for path in args.images:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if prepared:
         # One batch: a model from MLflow checks its input once per call.
         probabilities = predict(np.stack([pixels for _, pixels in prepared])[:, None])
-        for (path, _), p in zip(prepared, probabilities):
+        for (path, _), p in zip(prepared, probabilities, strict=True):
             guesses = np.argsort(-p, kind="stable")[: args.top]
             print(f"{path}: " + ", ".join(f"{classes[c]} ({p[c]:.2f})" for c in guesses))
     return 1 if failed else 0

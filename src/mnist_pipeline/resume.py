@@ -14,13 +14,15 @@ from mnist_pipeline.files import save_torch
 _NOT_RESULT_KEYS = ("tracking.", "train.resume")
 
 
-def fingerprint(params: Params, data_digest: str) -> str:
-    """Digest of everything that determines the training result: params and the raw data (data.digest)."""
+def fingerprint(params: Params, data_digest: str, device: str) -> str:
+    """Digest of everything that determines the training result: params, the raw data (data.digest) and
+    the device type ("cpu", "cuda"), whose kernels round differently and take another training step."""
     relevant = {k: v for k, v in flatten(params).items() if not k.startswith(_NOT_RESULT_KEYS)}
-    return hashlib.sha256(json.dumps({**relevant, "data": data_digest}, sort_keys=True).encode()).hexdigest()
+    described = {**relevant, "data": data_digest, "device": device}
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
-class State:
+class ResumeState:
     """The state file of one run: written after each epoch, read back by a run with the same
     fingerprint; with train.resume off it is neither written nor read."""
 

@@ -6,10 +6,12 @@
 import argparse
 import os
 import sys
+from typing import NoReturn
 
-from mnist_pipeline import tracking
+from mnist_pipeline import cli
 from mnist_pipeline.config import load_params
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.tracking.env import tracking_uri, ui_link
+from mnist_pipeline.tracking.store import find_experiment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,16 +20,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("MLFLOW_PORT", "5000")))
     args = parser.parse_args(argv)
-    try:
-        experiment = load_params(args.params).tracking.experiment
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    uri = tracking.tracking_uri()
+    return cli.run(lambda: _serve(args))
+
+
+def _serve(args: argparse.Namespace) -> NoReturn:
+    experiment = load_params(args.params).tracking.experiment
+    uri = tracking_uri()
     base = f"http://{args.host}:{args.port}"
-    experiment_id = tracking.find_experiment(experiment, uri)
+    experiment_id = find_experiment(experiment, uri)
     if experiment_id:
-        print(f"ui: the runs of {experiment!r} with their charts: {tracking.ui_link(base, experiment_id)}")
+        print(f"ui: the runs of {experiment!r} with their charts: {ui_link(base, experiment_id)}")
     else:
         print(f"ui: no experiment {experiment!r} in {uri} yet; `make repro` makes one. Serving {base}")
     sys.stdout.flush()

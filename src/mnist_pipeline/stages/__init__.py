@@ -2,43 +2,21 @@
 
 import argparse
 import os
-import signal
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from mnist_pipeline.errors import PipelineError
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised like KeyboardInterrupt so open runs are closed and temporary files removed."""
+from mnist_pipeline import cli
 
 
-def run_stage(work: Callable[..., None], doc: str, argv: list[str] | None, **options: str) -> int:
-    """Parse a required `--name` for each option (value: its help), call `work(name=value, ...)`.
-
-    A PipelineError prints its message alone and exits 1 (3 for a PeerFailure); Ctrl-C and SIGTERM exit 130.
-    """
+def run_stage(work: Callable[..., None], doc: str | None, argv: list[str] | None, **options: str) -> int:
+    """Parse a required `--name` for each option (value: its help), call `work(name=value, ...)` in the
+    command-line frame (cli.run): its exit code."""
     parser = argparse.ArgumentParser(description=doc)
     for name, help_text in options.items():
         parser.add_argument(f"--{name}", required=True, help=help_text)
     args = vars(parser.parse_args(argv))
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        work(**args)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except (KeyboardInterrupt, Terminated) as exc:
-        print(f"interrupted ({type(exc).__name__}); outputs of this stage were not written", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return 0
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated(f"signal {signum}")
+    return cli.run(lambda: work(**args), interrupted="outputs of this stage were not written")
 
 
 def exit_now(code: int) -> NoReturn:

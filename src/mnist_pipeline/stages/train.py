@@ -13,14 +13,20 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mnist_pipeline import data as raw, device as compute, distributed, engine, evaluation, plots, resume, tracking
+from mnist_pipeline import data as raw
+from mnist_pipeline import device as compute
+from mnist_pipeline import distributed, engine, evaluation, plots, resume
+from mnist_pipeline.cli import Terminated
 from mnist_pipeline.config import Params, load_params
 from mnist_pipeline.datasets import DATASETS, Dataset
 from mnist_pipeline.distributed import World
 from mnist_pipeline.errors import PeerFailure, brief
 from mnist_pipeline.files import atomic_path, rounded, write_json
 from mnist_pipeline.model import load_checkpoint, save_checkpoint
-from mnist_pipeline.stages import Terminated, exit_now, run_stage
+from mnist_pipeline.stages import exit_now, run_stage
+from mnist_pipeline.tracking.env import is_server, ui_link
+from mnist_pipeline.tracking.registry import CHAMPION
+from mnist_pipeline.tracking.run import NullRun, Run, training_run
 
 EXAMPLES = 4  # test images logged with the MLflow model as its input example
 CPU = torch.device("cpu")
@@ -59,14 +65,15 @@ def _train(cfg: Params, params: str, data: Path, model: Path, history: Path, dev
 
     training = engine.Training.create(cfg, len(train_set), device, processes)
     # Resume state lives beside the model; it is deleted once the run is complete.
-    state = resume.State(model.with_name("train_state.pt"), resume.fingerprint(cfg, data_digest),
-                         enabled=cfg.train.resume and leader)
+    state = resume.ResumeState(model.with_name("train_state.pt"), resume.fingerprint(cfg, data_digest, device.type),
+                               enabled=cfg.train.resume and leader)
     records, interrupted_run = _restore(state, training, world)
-    recording = (tracking.training_run(cfg, dataset, data_digest, device.type, processes, resume_run_id=interrupted_run)
-                 if leader else contextlib.nullcontext(tracking.NullRun()))
+    recording: contextlib.AbstractContextManager[Run | NullRun] = (
+        training_run(cfg, dataset, data_digest, device.type, processes, resume_run_id=interrupted_run)
+        if leader else contextlib.nullcontext(NullRun()))
     with recording as run:
-        if leader and tracking.is_server(run.uri):
-            print(f"train: runs at {tracking.ui_link(run.uri, run.experiment_id)}", flush=True)
+        if leader and is_server(run.uri):
+            print(f"train: runs at {ui_link(run.uri, run.experiment_id)}", flush=True)
         where = f"{device}" + (f", rank {world.rank} of {world.size}" if world else "")
         print(f"train: {len(train_set)} {dataset.name} images on {where}, {cfg.train.epochs} epochs"
               + (f", resuming after epoch {len(records)}" if records else ""), flush=True)
@@ -82,7 +89,7 @@ def _train(cfg: Params, params: str, data: Path, model: Path, history: Path, dev
                     print(_epoch_line(record, seconds), flush=True)
                 state.save(run.run_id, records, training)
                 started = time.perf_counter()
-        if leader:
+        if isinstance(run, Run):  # rank 0, the leader
             # The outputs take their names only once the run is recorded: an interruption or a
             # failure leaves the previous ones intact.
             with atomic_path(model) as model_tmp, atomic_path(history) as history_tmp:
@@ -93,12 +100,13 @@ def _train(cfg: Params, params: str, data: Path, model: Path, history: Path, dev
     state.discard()
 
 
-def _restore(state: resume.State, training: engine.Training, world: World | None) -> tuple[list[dict], str | None]:
+def _restore(state: resume.ResumeState, training: engine.Training,
+             world: World | None) -> tuple[list[dict], str | None]:
     """The interrupted run's epochs and id, and its training state loaded, on every rank (rank 0 reads it)."""
     restored = state.restore(training)
     if world:
         restored, state_dict = distributed.from_leader((restored, training.state_dict()) if restored else (None, None))
-        if restored and not world.leader:
+        if state_dict is not None and not world.leader:
             training.load_state_dict(state_dict)
     return restored or ([], None)
 
@@ -119,7 +127,7 @@ def _peer_failures(world: World | None):
         raise
 
 
-def _record(run: tracking.Run, model: Path, records: list[dict], test: raw.Split, samples: raw.Split,
+def _record(run: Run, model: Path, records: list[dict], test: raw.Split, samples: raw.Split,
             registered_model: str, dataset: Dataset) -> None:
     """The evaluation and the plots as the evaluate and plot stages compute them, from the saved model."""
     checkpoint = load_checkpoint(model)
@@ -127,7 +135,7 @@ def _record(run: tracking.Run, model: Path, records: list[dict], test: raw.Split
     figures = plots.render(checkpoint.model, records, report, samples, checkpoint.classes)
     version, promoted = run.complete(checkpoint=model, example=test.images[:EXAMPLES].numpy(), report=report,
                                      figures=figures, dataset=dataset, registered_model=registered_model)
-    alias = f"@{tracking.CHAMPION}"
+    alias = f"@{CHAMPION}"
     champion = f"now {alias}" if promoted else f"{alias} unchanged"
     print(f"train: recorded run {run.run_id}: test accuracy {report['test_accuracy']:.2%}; "
           f"registered {registered_model} version {version}, {champion}", flush=True)

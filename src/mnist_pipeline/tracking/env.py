@@ -1,0 +1,71 @@
+"""Where the tracking store is, how MLflow is set up to reach it, and whether a server answers; no mlflow, no torch."""
+
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+# A tracking server that is down should fail a stage in seconds, not after minutes of MLflow's own
+# retries (patience.py retries where waiting makes sense), and nothing is sent anywhere but the
+# tracking store. Set before mlflow is imported: it decides on telemetry then.
+MLFLOW_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # the stages print one line per epoch
+    # System metrics every second: a default run trains for under a minute, MLflow's default is 10 s.
+    "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1",
+}
+# Marks a model-training experiment for MLflow's own tools (the UI's view follows ui_link's URL).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def configure() -> None:
+    """Apply MLFLOW_SETTINGS where the user set nothing else; call it before importing mlflow."""
+    for name, value in MLFLOW_SETTINGS.items():
+        os.environ.setdefault(name, value)
+
+
+def project_root() -> Path:
+    # Inside `dvc exp run --temp/--queue` the stage runs in a copy; DVC_ROOT is the real root.
+    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI if set, else the SQLite store mlflow.db at the project root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def ui_link(base_url: str, experiment_id: str) -> str:
+    """The experiment's runs with their charts. MLflow 3.17's UI picks its view from `workflowType`
+    in the URL (then the browser's saved choice, else GenAI); it ignores the experiment's tags."""
+    return (f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+            "?workflowType=machine_learning&compareRunsMode=CHART")
+
+
+def health(url: str, timeout: float, direct: bool = False) -> int:
+    """The HTTP status of the server's /health (OSError when nothing answers); `direct` bypasses any
+    proxy the environment names, for a server on this machine."""
+    opener = urllib.request.build_opener(*([urllib.request.ProxyHandler({})] if direct else []))
+    try:
+        with opener.open(url.rstrip("/") + "/health", timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:  # it answered, whatever it thinks of /health
+        return exc.code
+
+
+def git_commit() -> str:
+    """The commit this code runs from, or "unknown"."""
+    # DVC names the commit an experiment started from; its temporary copy has its own HEAD.
+    if os.environ.get("DVC_EXP_BASELINE_REV"):
+        return os.environ["DVC_EXP_BASELINE_REV"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True)
+    except OSError:  # no git on this machine
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"

@@ -1,0 +1,113 @@
+"""The run's model: logged once with its signature, registered once as a version, and the champion crowned.
+
+Each step looks for what an earlier try left before it acts, so retrying one after a lost answer (the
+server acted, its answer never came) logs no second model and registers no second version.
+"""
+
+import contextlib
+import io
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.entities import LoggedModelStatus
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, Schema, TensorSpec
+from mlflow.types.schema import Array
+
+from mnist_pipeline.datasets import IMAGE_SHAPE
+from mnist_pipeline.errors import TrackingError
+
+CHAMPION = "champion"
+CROWN_ATTEMPTS = 10  # decisions a registration makes before it gives up on a racing alias
+# What served_model.py takes and gives: prepared images in; per image, the class (an index) and
+# the probabilities of all classes out. Declared, not inferred: inference calls an int column a hint.
+SIGNATURE = ModelSignature(
+    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, *IMAGE_SHAPE))]),
+    outputs=Schema([ColSpec("long", "class"), ColSpec(Array("double"), "probabilities")]),
+)
+
+
+def log_model(checkpoint: Path, example: np.ndarray) -> str:
+    """Log the checkpoint as the active run's served model (served_model.py) with its signature and an
+    input example, unless the run has its model already; return the model's URI."""
+    logged = _logged_model()
+    if logged is not None:
+        return logged
+    package = Path(__file__).parents[1]
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(package / "served_model.py"),  # a model from code: no pickle
+        artifacts={"checkpoint": str(checkpoint)},
+        code_paths=[str(package)],  # the model's code travels with it
+        signature=SIGNATURE,
+        input_example=example,  # MLflow runs the saved model on it as a check
+        # Explicit, so MLflow does not infer requirements in a subprocess that may reach the network.
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
+                          f"pandas=={pd.__version__}", f"mlflow=={mlflow.__version__}"],
+    )
+    return info.model_uri
+
+
+def _logged_model() -> str | None:
+    """The URI of the model the active run logged completely, if it has one."""
+    run = mlflow.active_run()
+    if run is None:
+        return None
+    found = MlflowClient().search_logged_models([run.info.experiment_id],
+                                                filter_string=f"source_run_id = '{run.info.run_id}'")
+    ready = [m for m in found if m.status == LoggedModelStatus.READY]
+    return f"models:/{ready[0].model_id}" if ready else None
+
+
+def register(name: str, model_uri: str, test_accuracy: float, dataset: str) -> tuple[str, bool]:
+    """Register the model as a new version, unless it is one already, and crown the champion (see
+    _crown). Returns the version and whether it is the champion now."""
+    client = MlflowClient()
+    version = _version_of(client, name, model_uri)
+    if version is None:
+        tags = {"test_accuracy": f"{test_accuracy:.6f}", "dataset": dataset}
+        with contextlib.redirect_stderr(io.StringIO()):  # MLflow's "Created version ..." lines: the stage says it
+            version = str(mlflow.register_model(model_uri, name, tags=tags).version)
+    return version, _crown(client, name, dataset) == version
+
+
+def _version_of(client: MlflowClient, name: str, model_uri: str) -> str | None:
+    found = client.search_model_versions(f"name = '{name}' and source_path = '{model_uri}'")
+    return str(found[0].version) if found else None
+
+
+def _crown(client: MlflowClient, name: str, dataset: str) -> str:
+    """Point the champion alias at the most accurate version from the champion on, of the champion's
+    dataset (a tie keeps the champion); return that version.
+
+    Queued experiments register at once, and MLflow's registry has no compare-and-set. So each
+    registration, having added its version, decides over all versions newer than the champion, not
+    just its own, and decides again after it writes: whichever write lands last, the writer's next
+    look corrects it."""
+    for _ in range(CROWN_ATTEMPTS):
+        champion = _champion(client, name)
+        if champion is not None:
+            dataset = champion.tags.get("dataset", "mnist")
+        first = int(champion.version) if champion else 0
+        candidates = [v for v in client.search_model_versions(f"name = '{name}'")
+                      if int(v.version) >= first and v.tags.get("dataset", "mnist") == dataset]
+        best = str(max(candidates, key=lambda v: (float(v.tags.get("test_accuracy", "-1")), -int(v.version))).version)
+        if champion is not None and str(champion.version) == best:
+            return best
+        with contextlib.suppress(MlflowException):  # another registration set the alias first: look again
+            client.set_registered_model_alias(name, CHAMPION, best)
+    raise TrackingError(f"model {name!r}: the {CHAMPION} alias kept changing under "
+                        f"{CROWN_ATTEMPTS} attempts to set it; registrations are racing")
+
+
+def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:  # no champion yet
+        return None

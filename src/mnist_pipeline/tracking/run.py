@@ -1,0 +1,210 @@
+"""One complete MLflow record per execution of the train stage, never left RUNNING.
+
+The train stage records everything itself (params, per-epoch metrics, the evaluation, the plots,
+the model and its registered version). DVC skips evaluate and plot whenever their inputs are
+unchanged, a retrained model byte-identical to the committed one for instance, so a record
+assembled by three stages would depend on which of them DVC chose to run.
+"""
+
+import contextlib
+import functools
+import logging
+import os
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow.data.http_dataset_source import HTTPDatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mnist_pipeline import evaluation
+from mnist_pipeline.config import Params, flatten
+from mnist_pipeline.datasets import Dataset
+from mnist_pipeline.device import THREADS
+from mnist_pipeline.errors import TrackingError, brief
+from mnist_pipeline.files import digest, json_text
+from mnist_pipeline.tracking import patience, registry, store
+from mnist_pipeline.tracking.env import git_commit, tracking_uri
+
+# The stages print their own one-line summaries; MLflow's INFO chatter would only repeat them, and
+# the system-metrics monitor warns at every start on a machine without a GPU. (After mlflow's
+# import, which sets its loggers' levels.)
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+logging.getLogger("mlflow.system_metrics").setLevel(logging.ERROR)
+
+MODEL_DIGEST_TAG = "model_sha256"  # ties a run to the exact models/model.pt it produced
+
+
+class Run:
+    """An open run of the train stage. Epochs go to the store from a background thread, in order,
+    and wait there while a tracking server is unreachable, so training never stalls on the store and
+    a server restart loses nothing."""
+
+    def __init__(self, run_id: str, experiment_id: str, uri: str):
+        self.run_id, self.experiment_id, self.uri = run_id, experiment_id, uri
+        self._client = MlflowClient(uri)
+        self._pending: queue.Queue[list[Metric] | None] = queue.Queue()
+        self._stopped = threading.Event()
+        self._failure: BaseException | None = None
+        self._sender = threading.Thread(target=self._send, name="mlflow-epochs", daemon=True)
+        self._sender.start()
+
+    def log_epoch(self, record: dict[str, float]) -> None:
+        self._raise_failure()
+        now, step = int(time.time() * 1000), int(record["epoch"])
+        self._pending.put([Metric(k, v, now, step) for k, v in record.items() if k != "epoch"])
+
+    def backfill(self, records: list[dict[str, float]]) -> None:
+        """Send the epochs of a resumed run that its record lacks (an interruption can lose the last)."""
+        logged = {m.step for m in patience.patiently(self.uri, lambda: self._client.get_metric_history(
+            self.run_id, "test_accuracy"))}
+        for record in records:
+            if record["epoch"] not in logged:
+                self.log_epoch(record)
+
+    def flush(self) -> None:
+        """Wait until every epoch is in the store."""
+        self._pending.put(None)
+        self._sender.join()
+        self._raise_failure()
+
+    def complete(self, *, checkpoint: Path, example: np.ndarray, report: dict, figures: dict[str, bytes],
+                 dataset: Dataset, registered_model: str) -> tuple[str, bool]:
+        """Log the rest of the record: the evaluation (metrics/eval.json's bytes, and its per-class
+        figures as a table), the plots and the model; register the model. Returns (version, became
+        champion). The per-class figures are a table, not metrics: the UI charts every metric, and 20
+        bar charts would come before the per-epoch curves."""
+        self.flush()
+        patiently = functools.partial(patience.patiently, self.uri)
+        patiently(lambda: mlflow.log_text(json_text(report), "metrics/eval.json"))
+        patiently(lambda: mlflow.log_table(evaluation.per_class_table(report), "metrics/per_class.json"))
+        with tempfile.TemporaryDirectory() as folder:
+            for name, png in figures.items():
+                (Path(folder) / name).write_bytes(png)
+            patiently(lambda: mlflow.log_artifacts(folder, "plots"))
+        model_uri = patiently(lambda: registry.log_model(checkpoint, example))
+        patiently(lambda: mlflow.set_tag(MODEL_DIGEST_TAG, digest(checkpoint)))
+        return patiently(lambda: registry.register(registered_model, model_uri, report["test_accuracy"], dataset.name))
+
+    def stop(self) -> None:
+        """Stop sending (the run failed or was interrupted): what is still queued is dropped, and an
+        epoch waiting for the server stops waiting."""
+        self._stopped.set()
+        self._pending.put(None)
+
+    def _send(self) -> None:
+        while not self._stopped.is_set() and (metrics := self._pending.get()) is not None:
+            try:
+                patience.patiently(self.uri, lambda: self._client.log_batch(self.run_id, metrics=metrics),
+                                   stop=self._stopped)
+            except BaseException as exc:  # handed to the training thread at its next call
+                self._failure = exc
+                return
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+
+class NullRun:
+    """What the ranks other than 0 of a distributed run log to: nothing; rank 0 records the run."""
+
+    run_id = uri = experiment_id = ""
+
+    def log_epoch(self, record: dict[str, float]) -> None:
+        pass
+
+    def backfill(self, records: list[dict[str, float]]) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def training_run(params: Params, dataset: Dataset, data_digest: str, device: str, world_size: int,
+                 resume_run_id: str | None = None) -> Iterator[Run]:
+    """Start this execution's run (or reopen an interrupted one): FINISHED at the end, FAILED on an
+    error, KILLED on Ctrl-C or SIGTERM; never left RUNNING."""
+    patience.limit_s()  # a bad setting stops the stage before it starts a run
+    uri = tracking_uri()
+    names = params.tracking
+    experiment_id = store.connect(uri, names.experiment, names.registered_model)
+    try:
+        if resume_run_id and _exists(resume_run_id):
+            active = mlflow.start_run(run_id=resume_run_id, log_system_metrics=True)
+        else:
+            tags = {"device": device, "world_size": str(world_size)}
+            active = _start(params, dataset, data_digest, tags, experiment_id)
+    except MlflowException as exc:
+        _end("FAILED", uri)  # a run started before the error is not left RUNNING
+        raise store.refusal(exc, uri, names.experiment, names.registered_model) or TrackingError(
+            f"MLflow tracking store {uri}: {brief(exc)}") from None
+    run = Run(active.info.run_id, experiment_id, uri)
+    try:
+        yield run
+    except Exception:
+        run.stop()
+        _end("FAILED", uri)
+        raise
+    except BaseException:  # KeyboardInterrupt, and the stages' SIGTERM handler
+        run.stop()
+        _end("KILLED", uri)
+        raise
+    _end("FINISHED", uri)
+
+
+def _start(params: Params, dataset: Dataset, data_digest: str, tags: dict[str, str],
+           experiment_id: str) -> mlflow.ActiveRun:
+    commit = git_commit()
+    tags = {**tags, "git_commit": commit, "mlflow.source.git.commit": commit, "torch_threads": str(THREADS)}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+    active = mlflow.start_run(experiment_id=experiment_id, run_name=_run_name(params, commit), tags=tags,
+                              log_system_metrics=True)
+    mlflow.log_params(flatten(params))
+    _log_dataset(dataset, data_digest)
+    return active
+
+
+def _log_dataset(dataset: Dataset, data_digest: str) -> None:
+    """The data as an input of the run: the UI shows which files (name and digest) trained it.
+    MLflow adds a dataset to an experiment after checking that it is not there yet, so two runs
+    starting at once (queued experiments) can both try, and the store refuses one: that one finds
+    the dataset on its second try."""
+    # MLflow's Dataset is no ABC, and MetaDataset leaves its `profile` to it: None.
+    data = MetaDataset(  # type: ignore[abstract]
+        HTTPDatasetSource(dataset.public_mirrors[0]), name=dataset.name, digest=data_digest)
+    try:
+        mlflow.log_input(data, context="training")
+    except MlflowException:
+        mlflow.log_input(data, context="training")
+
+
+def _exists(run_id: str) -> bool:
+    try:
+        MlflowClient().get_run(run_id)
+        return True
+    except MlflowException:
+        return False
+
+
+def _end(status: str, uri: str) -> None:
+    if status == "FINISHED":
+        patience.patiently(uri, lambda: mlflow.end_run(status))
+        return
+    try:  # a failed or interrupted run is marked once, without waiting: the user is waiting for the exit
+        mlflow.end_run(status)
+    except (MlflowException, OSError):
+        pass
+
+
+def _run_name(params: Params, commit: str) -> str:
+    who = os.environ.get("DVC_EXP_NAME") or commit[:7]
+    t = params.train
+    return f"{who} lr={t.lr:g} bs={t.batch_size} ep={t.epochs} {t.optimizer}"

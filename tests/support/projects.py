@@ -1,0 +1,85 @@
+"""End-to-end projects: a real git + DVC copy of this pipeline on tiny synthetic data, and its MLflow record."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from support.synthetic import write_synthetic_mnist
+from support.tiny import write_tiny_params
+from support.tools import REPO, sh
+
+N_TRAIN, N_TEST, EPOCHS = 512, 256, 2
+TINY: dict[str, Any] = {"epochs": EPOCHS, "batch_size": 32, "lr": 0.1}
+PER_EPOCH = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+PLOTS = {f"plots/{name}.png" for name in ("loss", "accuracy", "samples", "confusion")}
+
+
+def make_project(root: Path) -> Path:
+    """A copy of this repo's pipeline with tiny params, committed, its download stage pre-filled.
+
+    The official checksums are never relaxed: the synthetic files are recorded as the download
+    stage's output with `dvc commit`, exactly as if that stage had produced them.
+    """
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    write_tiny_params(root / "params.yaml", **TINY)
+    sh("git", "init", "-q", cwd=root)
+    sh("dvc", "init", "-q", cwd=root)
+    sh("dvc", "config", "core.analytics", "false", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "pipeline", cwd=root)
+    write_synthetic_mnist(root / "data" / "mnist", N_TRAIN, N_TEST)
+    sh("dvc", "commit", "-f", "download", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "data", cwd=root)
+    return root
+
+
+def store(root: Path) -> MlflowClient:
+    """A client of the MLflow store the stages wrote at `root`."""
+    return MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+
+
+def recorded_run_id(output: str) -> str:
+    """The run id the train stage printed ("train: recorded run <id>: ...")."""
+    found = re.findall(r"train: recorded run ([0-9a-f]{32}):", output)
+    assert len(found) == 1, output
+    return found[0]
+
+
+def assert_complete_run(client, run_id: str, epochs: int, model_name: str = "mnist-mlp"):
+    """The run holds the whole record of one training: FINISHED, params, every per-epoch point, the
+    evaluation (per-class metrics and eval.json), the plots, the model, and a registered version."""
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert {"train.lr", "train.epochs", "data.dataset", "model.kind", "seed"} <= set(run.data.params)
+    for metric in PER_EPOCH:
+        assert [p.step for p in client.get_metric_history(run_id, metric)] == list(range(1, epochs + 1)), metric
+    assert {a.path for a in client.list_artifacts(run_id, "plots")} == PLOTS
+    assert {a.path for a in client.list_artifacts(run_id, "metrics")} == {"metrics/eval.json", "metrics/per_class.json"}
+    versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    assert len(versions) == 1, versions
+    (model,) = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    assert versions[0].source == f"models:/{model.model_id}"
+    return run
+
+
+def project_runs(root: Path, **search) -> list:
+    """The runs of the pipeline's experiment in the store at `root` (search_runs options pass through)."""
+    client = store(root)
+    experiment = client.get_experiment_by_name("mnist-mlp")
+    assert experiment is not None, root
+    return client.search_runs([experiment.experiment_id], **search)
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One real `dvc repro` of the tiny project, shared by the end-to-end tests."""
+    root = make_project(tmp_path_factory.mktemp("project"))
+    return root, sh("dvc", "repro", cwd=root)

@@ -1,0 +1,28 @@
+"""What git sees of the pipeline's outputs, and the entry points that must not load torch."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from mnist_pipeline.datasets import DATASETS
+
+from support.tools import REPO, clean_env, sh
+
+
+def test_git_ignores_every_datasets_folder_so_dvc_writes_no_gitignore_there(tmp_path):
+    # DVC adds an output to a .gitignore beside it unless git ignores that output already.
+    shutil.copy(REPO / ".gitignore", tmp_path / ".gitignore")
+    sh("git", "init", "-q", cwd=tmp_path)
+    for name in DATASETS:
+        assert sh("git", "check-ignore", "-q", f"data/{name}", cwd=tmp_path, check=False).returncode == 0, name
+
+
+@pytest.mark.parametrize("module", ["mnist_pipeline.preprocess", "mnist_pipeline.ui", "mnist_pipeline.tracking.env"])
+def test_loads_without_torch(module):
+    # preprocess: pure PIL and numpy; ui prints a link and starts MLflow's server; env: the server imports it.
+    check = f"import sys, {module}; sys.exit('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", check], env=clean_env(PYTHONPATH=str(REPO / "src")),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr or f"{module} imported torch"
