@@ -13,7 +13,9 @@ import optuna
 import pytest
 import yaml
 
-from conftest import REPO, clean_env, make_project, sh, store, write_synthetic_mnist
+from support.projects import make_project, store
+from support.synthetic import write_synthetic_mnist
+from support.tools import REPO, clean_env, sh
 from mnist_pipeline.sweep import spec as specs
 from mnist_pipeline.sweep.__main__ import main
 from mnist_pipeline.sweep.search import JOURNAL, open_storage

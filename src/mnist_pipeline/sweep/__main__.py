@@ -20,13 +20,13 @@ from pathlib import Path
 import yaml
 from optuna.trial import TrialState
 
-from mnist_pipeline import tracking
+from mnist_pipeline import cli
 from mnist_pipeline.config import load_params
-from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.stages import Terminated, exit_now
+from mnist_pipeline.stages import exit_now
 from mnist_pipeline.sweep import spec as specs
 from mnist_pipeline.sweep.promote import promote
-from mnist_pipeline.sweep.record import Recorder, best_trial
+from mnist_pipeline.tracking.env import project_root
+from mnist_pipeline.tracking.search import Recorder, best_trial
 from mnist_pipeline.sweep.search import Worker, finished, load_study, open_storage, open_study, pending, retire, worker_name
 
 SWEEP_FILE = "sweep.yaml"
@@ -55,25 +55,18 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        if args.command == "promote":
-            root = tracking.project_root()
-            promote(load_study(args.study, open_storage(args.storage, root)), root)
-        else:
-            return _run(args)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except (KeyboardInterrupt, Terminated) as exc:
-        print(f"interrupted ({type(exc).__name__}): the trial in progress is marked failed; "
-              f"`run` again continues the study", file=sys.stderr)
-        return 130
-    return 0
+    if args.command == "promote":
+        return cli.run(lambda: _promote(args))
+    return cli.run(lambda: _run(args), interrupted="the trial in progress is marked failed; `run` again continues")
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    # As Ctrl-C: Optuna then fails the trial in progress (it lets other BaseExceptions leave it RUNNING).
+def _promote(args: argparse.Namespace) -> None:
+    root = project_root()
+    promote(load_study(args.study, open_storage(args.storage, root)), root)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # SIGTERM as Ctrl-C: Optuna then fails the trial in progress (other BaseExceptions leave it RUNNING).
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -84,14 +77,15 @@ def _spec(root: Path, name: str, trials: int | None, epochs: int | None) -> spec
 
 
 def _run(args: argparse.Namespace) -> int:
-    root = tracking.project_root()
+    signal.signal(signal.SIGTERM, _interrupt)
+    root = project_root()
     if args.command == "run" and args.workers < 1:
         raise specs.SpecError(f"--workers {args.workers}: expected at least 1")
     spec = _spec(root, args.study, args.trials, args.epochs)
     base = yaml.safe_load((root / "params.yaml").read_text())
     params = spec.trial_params(base, {})
     study = open_study(spec, open_storage(args.storage, root))
-    recorder = Recorder(spec, study, params)
+    recorder = Recorder(study, spec.settings(), params)
     data_dir = root / "data" / params.data.dataset
     if args.command == "worker" or args.workers == 1:
         if args.command == "run":
@@ -105,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
         if pending(spec, study):  # a dead worker's trial, queued again after the others had stopped
             Worker(spec, study, base, data_dir, recorder).run()
     if args.command == "run":
-        recorder.summarize(base)
+        recorder.summarize()
         _conclude(study, recorder)
     return 0
 

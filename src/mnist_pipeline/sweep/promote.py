@@ -8,7 +8,7 @@ from typing import Any
 
 import optuna
 
-from mnist_pipeline.sweep.record import best_trial, overrides
+from mnist_pipeline.tracking.search import best_trial, overrides
 from mnist_pipeline.sweep.search import SweepError
 
 METRICS = "metrics/eval.json"

@@ -20,6 +20,7 @@ from mnist_pipeline import engine
 from mnist_pipeline.data import Split, holdout, load_split
 from mnist_pipeline.errors import DivergenceError, PipelineError, brief
 from mnist_pipeline.sweep.spec import Dimension, SpecError, Study
+from mnist_pipeline.tracking.search import Recorder
 
 STORAGE_ENV = "MNIST_SWEEP_STORAGE"  # a database URL that workers on several machines share
 JOURNAL = "sweeps.journal"  # the default storage: a file at the project root, git-ignored
@@ -139,7 +140,7 @@ def validation_data(spec: Study, data_dir: Path, device: torch.device) -> tuple[
 class Worker:
     """Runs a study's trials in this process until it has spec.trials finished ones."""
 
-    def __init__(self, spec: Study, study: optuna.Study, base: dict, data_dir: Path, recorder: Any):
+    def __init__(self, spec: Study, study: optuna.Study, base: dict, data_dir: Path, recorder: Recorder):
         self.spec, self.study, self.base, self.recorder = spec, study, base, recorder
         self.device = compute.setup()  # one thread
         self.train, self.val = validation_data(spec, data_dir, self.device)
@@ -159,7 +160,7 @@ class Worker:
             training = engine.Training.create(params, len(self.train), self.device)
             value = 0.0
             for record in engine.fit(training, self.train, self.val, params.train):
-                epoch, value = record["epoch"], record["test_accuracy"]
+                epoch, value = int(record["epoch"]), record["test_accuracy"]
                 run.log_epoch({"epoch": epoch, "train_loss": record["train_loss"],
                                "train_accuracy": record["train_accuracy"],
                                "val_loss": record["test_loss"], "val_accuracy": value})

@@ -53,6 +53,11 @@ class Study:
         return with_values(base, {**self.params, **drawn, "train.epochs": self.epochs},
                            f"sweep.yaml study {self.name}")
 
+    def settings(self) -> dict[str, Any]:
+        """The study's own settings, as its parent run's params."""
+        return {"trials": self.trials, "epochs": self.epochs, "validation": self.validation,
+                "pruner": self.pruner, "seed": self.seed}
+
     def fingerprint(self) -> str:
         """What a study's stored trials depend on: a study resumed with another must not mix them."""
         return json.dumps({"epochs": self.epochs, "validation": self.validation, "seed": self.seed,

@@ -142,7 +142,7 @@ def training_run(params: Params, dataset: Dataset, data_digest: str, device: str
             tags = {"device": device, "world_size": str(world_size)}
             active = _start(params, dataset, data_digest, tags, experiment_id)
     except MlflowException as exc:
-        _end("FAILED", uri)  # a run started before the error is not left RUNNING
+        end("FAILED", uri)  # a run started before the error is not left RUNNING
         raise store.refusal(exc, uri, names.experiment, names.registered_model) or TrackingError(
             f"MLflow tracking store {uri}: {brief(exc)}") from None
     run = Run(active.info.run_id, experiment_id, uri)
@@ -150,13 +150,13 @@ def training_run(params: Params, dataset: Dataset, data_digest: str, device: str
         yield run
     except Exception:
         run.stop()
-        _end("FAILED", uri)
+        end("FAILED", uri)
         raise
     except BaseException:  # KeyboardInterrupt, and the stages' SIGTERM handler
         run.stop()
-        _end("KILLED", uri)
+        end("KILLED", uri)
         raise
-    _end("FINISHED", uri)
+    end("FINISHED", uri)
 
 
 def _start(params: Params, dataset: Dataset, data_digest: str, tags: dict[str, str],
@@ -194,7 +194,8 @@ def _exists(run_id: str) -> bool:
         return False
 
 
-def _end(status: str, uri: str) -> None:
+def end(status: str, uri: str) -> None:
+    """End the active run: FINISHED patiently; FAILED or KILLED at once."""
     if status == "FINISHED":
         patience.patiently(uri, lambda: mlflow.end_run(status))
         return

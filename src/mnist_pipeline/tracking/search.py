@@ -1,23 +1,24 @@
 """MLflow's side of a search: a parent run per study holding its figures and best params, a child run per trial."""
 
 import contextlib
-import dataclasses
 import io
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import mlflow
 import optuna
 import yaml
+from mlflow.entities import Param
+from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from mnist_pipeline import tracking
 from mnist_pipeline.config import Params, flatten
-from mnist_pipeline.sweep.spec import Study
+from mnist_pipeline.tracking import env, store
+from mnist_pipeline.tracking.run import Run, end
 
-mlflow = tracking.mlflow
 PARENT_ATTR = "mlflow_parent_run"  # the study's user attr naming its parent run, for every worker to find
 RUN_ATTR = "mlflow_run_id"  # a trial's user attr naming its run; a retry inherits its dead trial's
 
@@ -31,37 +32,35 @@ def experiment_name(params: Params) -> str:
 class Recorder:
     """Opens the study's parent run (made by the first worker to look) and records trials under it."""
 
-    def __init__(self, spec: Study, study: optuna.Study, params: Params):
-        self.spec, self.study, self.uri = spec, study, tracking.tracking_uri()
-        names = dataclasses.replace(params.tracking, experiment=experiment_name(params))
-        self.experiment_id = tracking._connect(names, self.uri)
-        self.client = mlflow.MlflowClient(self.uri)
-        self.parent_id = study.user_attrs.get(PARENT_ATTR) or self._make_parent()
+    def __init__(self, study: optuna.Study, settings: dict[str, Any], params: Params):
+        """`settings`: the study's own (trials, epochs, ...), the parent run's params."""
+        self.study, self.name, self.uri = study, study.study_name, env.tracking_uri()
+        self.experiment_id = store.connect(self.uri, experiment_name(params), params.tracking.registered_model)
+        self.client = MlflowClient(self.uri)
+        self.parent_id = study.user_attrs.get(PARENT_ATTR) or self._make_parent(settings)
 
-    def _make_parent(self) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=f"search {self.spec.name}",
-                                     tags={"sweep_study": self.spec.name, "sweep_parent": "true"})
-        self.client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in {
-            "trials": self.spec.trials, "epochs": self.spec.epochs, "validation": self.spec.validation,
-            "pruner": self.spec.pruner, "seed": self.spec.seed}.items()])
+    def _make_parent(self, settings: dict[str, Any]) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=f"search {self.name}",
+                                     tags={"sweep_study": self.name, "sweep_parent": "true"})
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in settings.items()])
         self.study.set_user_attr(PARENT_ATTR, run.info.run_id)
         return run.info.run_id
 
     @contextlib.contextmanager
-    def trial(self, trial: Trial, params: Params) -> Iterator[tracking.Run]:
+    def trial(self, trial: Trial, params: Params) -> Iterator[Run]:
         """A child run for `trial`: FINISHED when complete or pruned (tag sweep_state says which),
         FAILED on an error, KILLED on Ctrl-C; never left RUNNING by this process."""
         inherited = trial.user_attrs.get(RUN_ATTR)
         mlflow.set_tracking_uri(self.uri)
         active = mlflow.start_run(
-            experiment_id=self.experiment_id, run_name=f"{self.spec.name} trial {trial.number}",
-            tags={"mlflow.parentRunId": self.parent_id, "sweep_study": self.spec.name,
+            experiment_id=self.experiment_id, run_name=f"{self.name} trial {trial.number}",
+            tags={"mlflow.parentRunId": self.parent_id, "sweep_study": self.name,
                   "sweep_trial": str(trial.number)}, log_system_metrics=True)
         trial.set_user_attr(RUN_ATTR, active.info.run_id)
         if inherited:
             self._mark_retried(inherited, trial.number)
         mlflow.log_params(flatten(params))
-        run = tracking.Run(active.info.run_id, self.experiment_id, self.uri)
+        run = Run(active.info.run_id, self.experiment_id, self.uri)
         try:
             yield run
         except optuna.TrialPruned:
@@ -77,12 +76,12 @@ class Recorder:
             raise
         self._end(run, "complete", "FINISHED")
 
-    def _end(self, run: tracking.Run, state: str, status: str) -> None:
+    def _end(self, run: Run, state: str, status: str) -> None:
         if status == "FINISHED":
             run.flush()
         with contextlib.suppress(Exception):  # a failing run is marked once, as tracking does
             mlflow.set_tag("sweep_state", state)
-        tracking._end(status, self.uri)
+        end(status, self.uri)
 
     def _mark_retried(self, run_id: str, retry: int) -> None:
         """The run of a trial whose worker died: FAILED, and tagged with the trial that retried it."""
@@ -91,7 +90,7 @@ class Recorder:
         if self.client.get_run(run_id).info.status == "RUNNING":
             self.client.set_terminated(run_id, "FAILED")
 
-    def summarize(self, base: dict) -> None:
+    def summarize(self) -> None:
         """The parent run's record of the study so far: figures, counts, and the best trial's params
         as a params.yaml fragment; the parent ends FINISHED (a later `run` reopens it)."""
         trials = self.study.get_trials(deepcopy=False)
@@ -114,8 +113,8 @@ class Recorder:
 
     def link(self) -> str:
         """Where the study's runs are: its experiment's charts (a server's), or how to see them."""
-        if tracking.is_server(self.uri):
-            return tracking.ui_link(self.uri, self.experiment_id)
+        if env.is_server(self.uri):
+            return env.ui_link(self.uri, self.experiment_id)
         return f"`make ui`, then experiment {self.experiment_id} (parent run {self.parent_id})"
 
 
@@ -149,7 +148,7 @@ def figures(study: optuna.Study) -> dict[str, bytes]:
     import matplotlib.pyplot as plt  # after choosing the backend: no display here
     from optuna.visualization import matplotlib as vis
 
-    plots = {"optimization_history.png": vis.plot_optimization_history, "param_importances.png":
+    plots: dict[str, Callable[[optuna.Study], Any]] = {"optimization_history.png": vis.plot_optimization_history, "param_importances.png":
              vis.plot_param_importances, "parallel_coordinate.png": vis.plot_parallel_coordinate,
              "slice.png": vis.plot_slice}
     pngs = {}
