@@ -1,5 +1,6 @@
 """What the tracking client and the team server both say to an MLflow server, without importing mlflow."""
 
+import http.client
 import urllib.error
 import urllib.request
 
@@ -22,5 +23,6 @@ def health(url: str, timeout: float, direct: bool = False) -> int:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return exc.code
-    except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: not a URL urllib can open
+    # ValueError, InvalidURL (an HTTPException): not a URL urllib can open; other HTTPExceptions: no HTTP there.
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         raise Unreachable(str(getattr(exc, "reason", exc))) from None
