@@ -41,7 +41,7 @@ def start() -> None:
     if running:
         print(f"mlflow server: already running at {local_url(running['host'], running['port'])} "
               f"(pid {running['pid']}); `make server-stop` stops it")
-        _print_studies(Postgres.find(paths))
+        _print_studies(Postgres.find(paths).listening())
         if access:
             print("  it keeps the studies database as it was started: `make server-stop`, then `make server`, "
                   f"applies {studies.HOST}, {studies.PORT} and {studies.PASSWORD}")
@@ -55,7 +55,7 @@ def start() -> None:
     paths.artifacts.mkdir(mode=0o700, exist_ok=True)
     pg.start(access)
     if access:
-        _print_studies(pg)
+        _print_studies(pg.listening())
     server = _launch_mlflow(paths, host, port, access.port if access else PG_PORT)
     url = local_url(host, port)
     print(f"mlflow server: starting on {url_host(host)}:{port}, log in {paths.log}", flush=True)
@@ -93,10 +93,9 @@ def stop() -> None:
 def status() -> bool:
     """Print what runs; True when the tracking server answers /health."""
     paths = server_paths()
-    pg = Postgres.find(paths)
-    pg_up = paths.has_cluster() and pg.running()
-    print(f"postgres: {'running' if pg_up else 'stopped'} ({paths.pg})")
-    _print_studies(pg)
+    listening = Postgres.find(paths).listening() if paths.has_cluster() else None  # None: not running
+    print(f"postgres: {'running' if listening else 'stopped'} ({paths.pg})")
+    _print_studies(listening)
     running = _running_server(paths)
     if not running:
         print("mlflow server: stopped")
@@ -107,8 +106,8 @@ def status() -> bool:
     return healthy
 
 
-def _print_studies(pg: Postgres) -> None:
-    listening = pg.listening()
+def _print_studies(listening: tuple[str, int] | None) -> None:
+    """Whether the cluster listens on TCP, which it does only for the studies database."""
     if not listening or not listening[0]:
         print(f"studies database: closed ({studies.HOST} opens it to other hosts)")
         return
