@@ -13,8 +13,10 @@ from mnist_pipeline.server.admin import NEW_USER_PASSWORD, add_user, grant
 from mnist_pipeline.server.config import ServerError, address, local_url
 from mnist_pipeline.server.process import start, status, stop
 
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mnist_pipeline.server", description=(server.__doc__ or "").split("\n")[0])
+    purpose = (server.__doc__ or "").split("\n")[0]
+    parser = argparse.ArgumentParser(prog="python -m mnist_pipeline.server", description=purpose)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("start", help="start PostgreSQL and mlflow server in the background")
     commands.add_parser("stop", help="stop mlflow server, then PostgreSQL")
