@@ -40,7 +40,8 @@ ui: $(VENV)/.installed
 	python -m mnist_pipeline.ui
 
 # The team tracking server (README, "Team setup"): PostgreSQL + mlflow server with basic-auth, in
-# the background on 127.0.0.1:${MLFLOW_PORT:-5000}; needs MLFLOW_AUTH_ADMIN_PASSWORD.
+# the background on 127.0.0.1:${MLFLOW_PORT:-5000}; needs MLFLOW_AUTH_ADMIN_PASSWORD. STUDIES_HOST
+# (with STUDIES_PASSWORD) also opens a studies database to other hosts.
 server: $(VENV)/.installed
 	python -m mnist_pipeline.server start
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline.server import ServerError, find_pg_bin
+from mnist_pipeline.server.config import ServerError
+from mnist_pipeline.server.postgres import find_pg_bin
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN = "admin"

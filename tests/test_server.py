@@ -18,10 +18,19 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.server import ServerError, find_pg_bin
-
-from servers import (ADMIN, REPO, free_port, needs_postgres, new_password, process_alive, server_cli,
-                     server_env, state_folder)
+from mnist_pipeline.server.config import ServerError
+from mnist_pipeline.server.postgres import find_pg_bin
+from servers import (
+    ADMIN,
+    REPO,
+    free_port,
+    needs_postgres,
+    new_password,
+    process_alive,
+    server_cli,
+    server_env,
+    state_folder,
+)
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy

@@ -1,8 +1,8 @@
 """Failures a user can act on: stages print their message alone, without a traceback."""
 
 
-def brief(exc: BaseException, limit: int = 300) -> str:
-    """An exception's text on one line, cut to `limit` characters, for inclusion in our messages."""
+def brief(exc: BaseException | str, limit: int = 300) -> str:
+    """An exception's (or a server's) text on one line, cut to `limit` characters, for inclusion in our messages."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
