@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from mnist_pipeline.mlflow_rest import Unreachable, health
+
 from servers import free_port
 
 

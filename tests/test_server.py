@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.server.config import ServerError
 from mnist_pipeline.server.postgres import find_pg_bin
+
 from servers import (
     ADMIN,
     REPO,

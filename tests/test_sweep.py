@@ -13,12 +13,13 @@ import optuna
 import pytest
 import yaml
 
-from support.projects import make_project, store
-from support.synthetic import write_synthetic_mnist
-from support.tools import REPO, clean_env, sh
 from mnist_pipeline.sweep import spec as specs
 from mnist_pipeline.sweep.__main__ import main
 from mnist_pipeline.sweep.search import JOURNAL, open_storage
+
+from support.projects import make_project, store
+from support.synthetic import write_synthetic_mnist
+from support.tools import REPO, clean_env, sh
 
 TINY_STUDY = {
     "trials": 6, "epochs": 3, "validation": 200, "pruner": "median", "seed": 0,

@@ -6,11 +6,10 @@
 """
 
 import argparse
-import sys
 
-from mnist_pipeline import server
+from mnist_pipeline import cli, server
 from mnist_pipeline.server.admin import NEW_USER_PASSWORD, add_user, grant
-from mnist_pipeline.server.config import ServerError, address, local_url
+from mnist_pipeline.server.config import address, local_url
 from mnist_pipeline.server.process import start, status, stop
 
 
@@ -31,27 +30,23 @@ def main(argv: list[str] | None = None) -> int:
     for each in (add, give):
         each.add_argument("--url", help="the server (default: this machine's, at MLFLOW_HOST and MLFLOW_PORT)")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "start":
-            start()
-        elif args.command == "stop":
-            stop()
-        elif args.command == "status":
-            return 0 if status() else 1
-        else:
-            url = args.url or local_url(*address())
-            if args.command == "add-user":
-                add_user(url, args.name)
-            else:
-                grant(url, args.name, args.experiment, args.permission, args.model)
-    except ServerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return cli.run(lambda: _command(args))
 
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "start":
+        start()
+    elif args.command == "stop":
+        stop()
+    elif args.command == "status":
+        return 0 if status() else 1
+    else:
+        url = args.url or local_url(*address())
+        if args.command == "add-user":
+            add_user(url, args.name)
+        else:
+            grant(url, args.name, args.experiment, args.permission, args.model)
+    return 0
 
 if __name__ == "__main__":
     raise SystemExit(main())

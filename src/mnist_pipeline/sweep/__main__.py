@@ -25,9 +25,18 @@ from mnist_pipeline.config import load_params
 from mnist_pipeline.stages import exit_now
 from mnist_pipeline.sweep import spec as specs
 from mnist_pipeline.sweep.promote import promote
+from mnist_pipeline.sweep.search import (
+    Worker,
+    finished,
+    load_study,
+    open_storage,
+    open_study,
+    pending,
+    retire,
+    worker_name,
+)
 from mnist_pipeline.tracking.env import project_root
 from mnist_pipeline.tracking.search import Recorder, best_trial
-from mnist_pipeline.sweep.search import Worker, finished, load_study, open_storage, open_study, pending, retire, worker_name
 
 SWEEP_FILE = "sweep.yaml"
 

@@ -2,8 +2,6 @@
 
 import os
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 # A tracking server that is down should fail a stage in seconds, not after minutes of MLflow's own
@@ -17,8 +15,6 @@ MLFLOW_SETTINGS = {
     # System metrics every second: a default run trains for under a minute, MLflow's default is 10 s.
     "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1",
 }
-# Marks a model-training experiment for MLflow's own tools (the UI's view follows ui_link's URL).
-EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def configure() -> None:
@@ -46,17 +42,6 @@ def ui_link(base_url: str, experiment_id: str) -> str:
     in the URL (then the browser's saved choice, else GenAI); it ignores the experiment's tags."""
     return (f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
             "?workflowType=machine_learning&compareRunsMode=CHART")
-
-
-def health(url: str, timeout: float, direct: bool = False) -> int:
-    """The HTTP status of the server's /health (OSError when nothing answers); `direct` bypasses any
-    proxy the environment names, for a server on this machine."""
-    opener = urllib.request.build_opener(*([urllib.request.ProxyHandler({})] if direct else []))
-    try:
-        with opener.open(url.rstrip("/") + "/health", timeout=timeout) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:  # it answered, whatever it thinks of /health
-        return exc.code
 
 
 def git_commit() -> str:

@@ -7,7 +7,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.errors import TrackingError, brief
-from mnist_pipeline.tracking.env import EXPERIMENT_TAGS, health, is_server, project_root
+from mnist_pipeline.mlflow_rest import EXPERIMENT_TAGS, health
+from mnist_pipeline.tracking.env import is_server, project_root
 
 
 def connect(uri: str, experiment: str, registered_model: str | None = None) -> str:
@@ -35,9 +36,8 @@ def check_reachable(uri: str) -> None:
     """A server that is down or unknown fails here, with the reason, before any training."""
     try:
         health(uri, timeout=1)
-    except OSError as exc:
-        reason = getattr(exc, "reason", exc)
-        raise TrackingError(f"MLflow tracking server {uri} is not reachable: {reason}") from None
+    except OSError as exc:  # mlflow_rest.Unreachable, which says why
+        raise TrackingError(f"MLflow tracking server {uri} is not reachable: {exc}") from None
 
 
 def refusal(exc: MlflowException, uri: str, experiment: str,
