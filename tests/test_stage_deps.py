@@ -12,9 +12,10 @@ from conftest import REPO
 SRC = REPO / "src"
 PACKAGE = "mnist_pipeline"
 # The one list of modules that a stage imports only to log or report, never to compute its outputs:
-# changing them must not rerun it. The train stage writes the MLflow record (tracking), with the
-# plots of the saved model (plots, a real dep of the plot stage, which writes them for DVC).
-REPORT_ONLY = {"train": {"tracking.py", "plots.py"}}
+# changing them (or what only they import) must not rerun it. The train stage writes the MLflow
+# record (tracking), with the plots and the robustness figures of the saved model (plots and
+# robustness: real deps of the plot and evaluate stages, which write them for DVC).
+REPORT_ONLY = {"train": {"tracking.py", "plots.py", "robustness.py"}}
 
 
 def module_path(name: str) -> Path | None:
@@ -40,11 +41,12 @@ def imported_modules(path: Path) -> set[str]:
     return found | {".".join(name.split(".")[:i]) for name in found for i in range(1, name.count(".") + 1)}
 
 
-def closure(module: str) -> set[str]:
+def closure(module: str, skip: frozenset[str] | set[str] = frozenset()) -> set[str]:
+    """The package modules `module` runs, without those named in `skip` (file names) and their imports."""
     seen, todo = set(), [module]
     while todo:
         name = todo.pop()
-        if name not in seen:
+        if name not in seen and module_path(name).name not in skip:
             seen.add(name)
             todo.extend(imported_modules(module_path(name)))
     return seen
@@ -53,9 +55,9 @@ def closure(module: str) -> set[str]:
 def stage_modules(name: str, stage: dict) -> set[str]:
     """The package modules a stage runs, as dvc.yaml paths, minus those that only report."""
     entry = stage["cmd"].split(" -m ", 1)[1].split()[0]
-    paths = {module_path(module).relative_to(REPO).as_posix() for module in closure(entry)}
+    paths = {module_path(module).relative_to(REPO).as_posix() for module in closure(entry, REPORT_ONLY.get(name, set()))}
     top = (SRC / PACKAGE / "__init__.py").relative_to(REPO).as_posix()
-    return {p for p in paths if Path(p).name not in REPORT_ONLY.get(name, ()) and p != top}
+    return {p for p in paths if p != top}
 
 
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
