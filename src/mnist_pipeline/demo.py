@@ -44,10 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=5002)
     args = parser.parse_args(argv)
     try:
-        predict, _ = inference.from_options(args)
+        predict, _, about, _ = inference.from_options(args)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    print(f"demo: model {about}", flush=True)
     print(f"demo: draw a digit at http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
     uvicorn.run(create_app(predict), host=args.host, port=args.port, log_level="warning")
     return 0

@@ -14,10 +14,11 @@ def main(argv: list[str] | None = None) -> int:
     """Print `PATH: DIGIT (PROBABILITY)` per image and `error: ...` per image that fails; exit 1 if any failed."""
     args = _parser().parse_args(argv)
     try:
-        predict, classes = inference.from_options(args)
+        predict, classes, about, _ = inference.from_options(args)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    print(f"predict: model {about}", file=sys.stderr)  # stdout keeps one line per image
     prepared: list[tuple[str, np.ndarray]] = []
     failed = False
     for path in args.images:

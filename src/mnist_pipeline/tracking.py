@@ -242,9 +242,18 @@ def _log_dataset(dataset: Dataset, data_digest: str) -> None:
 def log_model(checkpoint: Path, example: np.ndarray) -> str:
     """Log the checkpoint as the served model (served_model.py) with its signature and an input
     example; return its URI."""
+    return mlflow.pyfunc.log_model(name="model", **_served_model(checkpoint, example)).model_uri
+
+
+def save_model(checkpoint: Path, folder: Path) -> None:
+    """The checkpoint as the same MLflow model, in `folder` rather than a run: what `make serve`
+    serves where the store has no champion."""
+    mlflow.pyfunc.save_model(str(folder), **_served_model(checkpoint, None))
+
+
+def _served_model(checkpoint: Path, example: np.ndarray | None) -> dict:
     package = Path(__file__).parent
-    info = mlflow.pyfunc.log_model(
-        name="model",
+    return dict(
         python_model=str(package / "served_model.py"),  # a model from code: no pickle
         artifacts={"checkpoint": str(checkpoint)},
         code_paths=[str(package)],  # the model's code travels with it
@@ -254,7 +263,6 @@ def log_model(checkpoint: Path, example: np.ndarray) -> str:
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
                           f"pandas=={pd.__version__}", f"mlflow=={mlflow.__version__}"],
     )
-    return info.model_uri
 
 
 def register(name: str, model_uri: str, test_accuracy: float, dataset: str) -> tuple[str, bool]:
