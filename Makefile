@@ -48,12 +48,12 @@ server: $(VENV)/.installed
 server-stop: $(VENV)/.installed
 	python -m mnist_pipeline.server stop
 
-# MLflow's scoring server for the champion model of the project's store (or MLFLOW_TRACKING_URI's).
+# MLflow's scoring server for the champion model of the project's store (or MLFLOW_TRACKING_URI's),
+# else for models/model.pt; it says which at start.
 serve: $(VENV)/.installed
-	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
-	mlflow models serve -m models:/mnist-mlp@champion --env-manager local -h 127.0.0.1 -p $${SERVE_PORT:-5001}
+	python -m mnist_pipeline.serve --host 127.0.0.1 --port $${SERVE_PORT:-5001}
 
-# A page to draw a digit on, answered by models/model.pt as you draw.
+# A page to draw a digit on, answered as you draw by the same model as `make serve`.
 demo: $(VENV)/.installed
 	python -m mnist_pipeline.demo --host 127.0.0.1 --port $${DEMO_PORT:-5002}
 

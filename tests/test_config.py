@@ -30,6 +30,14 @@ def test_defaults_are_the_articles():
 def test_flatten_uses_dvc_dotted_keys():
     flat = flatten(load_params(REPO / "params.yaml"))
     assert flat["train.lr"] == 0.001 and flat["model.hidden"] == [128, 64] and flat["seed"] == 0
+    assert flat["train.augment.rotation"] == 0.0  # `dvc exp run -S train.augment.rotation=15` names it so
+
+
+def test_augment_is_off_by_default_and_a_string_number_is_read(tmp_path):
+    assert not load_params(REPO / "params.yaml").train.augment.active
+    path = write_params(tmp_path, lambda r: r["train"]["augment"].update(rotation="15", elastic="2e0"))
+    augment = load_params(path).train.augment
+    assert (augment.rotation, augment.elastic, augment.active) == (15.0, 2.0, True)
 
 
 def test_numeric_strings_are_coerced(tmp_path):
@@ -66,6 +74,15 @@ def test_numeric_strings_are_coerced(tmp_path):
         (lambda r: r.pop("train"), "missing key train"),
         (lambda r: r.update(train=5), "train must be a mapping of keys, got 5"),
         (lambda r: r["tracking"].update(experiment=""), "tracking.experiment = '': expected a non-empty string"),
+        (lambda r: r["train"]["augment"].update(rotation=-5), "train.augment.rotation = -5: must be in [0, 180]"),
+        (lambda r: r["train"]["augment"].update(rotation=181), "train.augment.rotation = 181: must be in [0, 180]"),
+        (lambda r: r["train"]["augment"].update(scale=0.6), "train.augment.scale = 0.6: must be in [0, 0.5]"),
+        (lambda r: r["train"]["augment"].update(translate="far"), "train.augment.translate = 'far': expected a number"),
+        (lambda r: r["train"]["augment"].update(shear=True), "train.augment.shear = True: expected a number, got a boolean"),
+        (lambda r: r["train"]["augment"].update(elastic=9), "train.augment.elastic = 9: must be in [0, 8]"),
+        (lambda r: r["train"]["augment"].update(flip=True), "unknown key train.augment.flip"),
+        (lambda r: r["train"]["augment"].pop("shear"), "missing key train.augment.shear"),
+        (lambda r: r["train"].update(augment=15), "train.augment must be a mapping of keys, got 15"),
     ],
 )
 def test_bad_values_name_file_key_and_value(tmp_path, edit, expected):

@@ -20,6 +20,7 @@ from torch import distributed as dist
 from mnist_pipeline import device, engine
 from mnist_pipeline.data import load_split
 from mnist_pipeline.distributed import World
+from test_engine import augmented
 
 from servers import free_port
 from support.projects import assert_complete_run, project_runs, store
@@ -45,9 +46,12 @@ def _rank(rank: int, size: int, port: int, params, data_dir: Path, out: Path) ->
         dist.destroy_process_group()
 
 
-def test_two_ranks_end_with_identical_weights_and_the_curve_of_one_process(params, tmp_path):
+@pytest.mark.parametrize("augment", [False, True])
+def test_two_ranks_end_with_identical_weights_and_the_curve_of_one_process(params, tmp_path, augment):
     data = write_synthetic_mnist(tmp_path / "data", N_TRAIN, N_TEST)
     params = dataclasses.replace(params, train=dataclasses.replace(params.train, **SETTINGS))
+    # Augmented, each image gets the distortion it gets in one process: every rank draws the whole batch's.
+    params = augmented(params) if augment else params
     mp.start_processes(_rank, args=(2, free_port(), params, data, tmp_path), nprocs=2, start_method="spawn")
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for name, weights in ranks[0]["weights"].items():

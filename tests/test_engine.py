@@ -23,6 +23,12 @@ def with_train(params, **changes):
     return dataclasses.replace(params, train=dataclasses.replace(params.train, **changes))
 
 
+def augmented(params, **strengths):
+    """`params` with train.augment set: by default every distortion on."""
+    strengths = strengths or {"rotation": 15, "scale": 0.1, "translate": 2, "shear": 10, "elastic": 1.5}
+    return with_train(params, augment=dataclasses.replace(params.train.augment, **strengths))
+
+
 def test_training_learns_the_synthetic_digits(params, tiny_mnist):
     records, _ = train_in_process(params, tiny_mnist)
     assert [r["epoch"] for r in records] == [1, 2, 3]
@@ -126,7 +132,9 @@ def test_divergence_stops_with_epoch_and_batch(params, tiny_mnist):
         train_in_process(with_train(params, lr=1e6), tiny_mnist)
 
 
-def test_resume_gives_the_uninterrupted_result(params, tiny_mnist, tmp_path):
+@pytest.mark.parametrize("augment", [False, True])
+def test_resume_gives_the_uninterrupted_result(params, tiny_mnist, tmp_path, augment):
+    params = augmented(params) if augment else params
     straight, straight_training = train_in_process(params, tiny_mnist)
 
     # Interrupted after epoch 1: the state saved then is all a new process has.
@@ -166,6 +174,7 @@ def saved_state(params, tiny_mnist, tmp_path):
     lambda p: dataclasses.replace(p, seed=1),
     lambda p: dataclasses.replace(p, model=dataclasses.replace(p.model, hidden=(16,))),
     lambda p: dataclasses.replace(p, data=dataclasses.replace(p.data, dataset="fashion-mnist")),
+    lambda p: augmented(p, rotation=10),
 ])
 def test_resume_state_is_thrown_away_when_a_result_param_changes(params, saved_state, change):
     assert saved_state(params) is not None

@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from mnist_pipeline.robustness import DISTORTIONS
+
 from support.projects import EPOCHS, assert_complete_run, make_project, project_runs, store
 from support.tools import run_queue, sh
 
@@ -25,7 +27,8 @@ def experiments(baseline):
     """Each way of running an experiment, once: --temp, two --queue'd at once, in the workspace, and
     back to the baseline's params (its plot stage then comes from DVC's run-cache).
     Returns {name: (lr, batch size, epochs)} and the last run's output."""
-    sh("dvc", "exp", "run", "--temp", "-n", "temp-bs64", "-S", "train.batch_size=64", cwd=baseline)
+    sh("dvc", "exp", "run", "--temp", "-n", "temp-bs64", "-S", "train.batch_size=64", "-S", "train.augment.rotation=15",
+       cwd=baseline)
     sh("dvc", "exp", "run", "--queue", "-n", "queued-a", "-S", "train.lr=0.05", cwd=baseline)
     sh("dvc", "exp", "run", "--queue", "-n", "queued-b", "-S", "train.lr=0.2", cwd=baseline)
     # Two at once, writing to the same SQLite store: no run and no metric point may be lost.
@@ -55,6 +58,8 @@ def test_dvc_lists_every_experiment_with_its_params(baseline, experiments):
     for name, (lr, batch_size, epochs) in ran.items():
         assert (rows[name]["train"]["lr"], rows[name]["train"]["batch_size"], rows[name]["train"]["epochs"]) == \
                (lr, batch_size, epochs), name
+    # A key of a group within a group, set with -S by its dotted name.
+    assert rows["temp-bs64"]["train"]["augment"]["rotation"] == 15 and rows["lr-001"]["train"]["augment"]["rotation"] == 0
 
 
 def test_every_experiment_is_one_complete_run_in_the_one_store(baseline, experiments):
@@ -68,6 +73,7 @@ def test_every_experiment_is_one_complete_run_in_the_one_store(baseline, experim
         assert run.info.run_name == f"{name} lr={lr:g} bs={batch_size} ep={epochs} sgd"
         # Runs made in DVC's temporary copies keep their artifacts at the real root, not in a deleted copy.
         assert run.info.artifact_uri.startswith((baseline / "mlruns").as_uri())
+        assert run.data.params["train.augment.rotation"] == ("15.0" if name == "temp-bs64" else "0.0")
 
 
 def test_a_run_cache_restore_leaves_the_record_whole(baseline, experiments):
@@ -94,9 +100,11 @@ def test_params_metrics_and_plots_diff_against_the_committed_run(baseline, exper
         assert (params["train.epochs"]["old"], params["train.epochs"]["new"]) == (EPOCHS, 3)
         assert "train.batch_size" not in params  # unchanged keys are not listed
 
-        metrics = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=baseline).stdout)["metrics/eval.json"]
+        diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=baseline).stdout)
+        metrics = diff["metrics/eval.json"]
         for key in ("test_accuracy", "test_loss"):
             assert set(metrics[key]) == {"old", "new", "diff"} and metrics[key]["old"] != metrics[key]["new"]
+        assert set(diff["metrics/robustness.json"]) <= set(DISTORTIONS) and diff["metrics/robustness.json"]
 
         plots = json.loads(sh("dvc", "plots", "diff", "--json", "HEAD", cwd=baseline).stdout)["data"]
         for name, y_label in (("Loss", "cross-entropy loss"), ("Accuracy", "accuracy (fraction)")):

@@ -159,7 +159,7 @@ def inside(workdir, monkeypatch):
 TRAIN_ARGS = ["--params", "params.yaml", "--data", "data", "--model", "models/model.pt",
               "--history", "metrics/history.json"]
 EVALUATE_ARGS = ["--data", "data", "--model", "models/model.pt", "--metrics", "metrics/eval.json",
-                 "--predictions", "metrics/predictions.csv"]
+                 "--predictions", "metrics/predictions.csv", "--robustness", "metrics/robustness.json"]
 
 
 def test_divergence_stops_before_writing_a_model(inside, capsys):

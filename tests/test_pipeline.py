@@ -6,6 +6,8 @@ import json
 import pytest
 import yaml
 
+from mnist_pipeline.robustness import DISTORTIONS
+
 from support.projects import EPOCHS, N_TEST, assert_complete_run, project_runs, recorded_run_id, store
 from support.tools import clean_env, sh
 
@@ -29,7 +31,10 @@ def test_repro_writes_every_output(project):
         rows = list(csv.DictReader(f))
     assert len(rows) == N_TEST and set(rows[0]) == {"actual", "predicted"}
 
-    for name in ("loss", "accuracy", "samples", "confusion"):
+    robust = json.loads((root / "metrics/robustness.json").read_text())
+    assert list(robust) == sorted(DISTORTIONS) and all(0 <= v <= 1 for v in robust.values())
+
+    for name in ("loss", "accuracy", "samples", "confusion", "robustness"):
         assert (root / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"download", "train", "evaluate", "plot"}
@@ -40,6 +45,7 @@ def test_dvc_reads_metrics_and_plots_without_arguments(project):
     shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=root).stdout)
     metrics = shown[""]["data"]["metrics/eval.json"]["data"]
     assert {"test_accuracy", "test_loss"} <= set(metrics)
+    assert set(shown[""]["data"]["metrics/robustness.json"]["data"]) == set(DISTORTIONS)
     plots = sh("dvc", "plots", "show", "--json", cwd=root).stdout
     for title in ("Loss per epoch", "Accuracy per epoch", "Confusion matrix (test set)", "plots/samples.png"):
         assert title in plots
@@ -58,22 +64,31 @@ def test_the_run_holds_the_whole_record(project):
     assert (run.data.tags["torch_threads"], run.data.tags["world_size"], run.data.tags["device"]) == ("1", "1", "cpu")
 
     params = yaml.safe_load((root / "params.yaml").read_text())
-    flat = {f"{section}.{key}": value for section, values in params.items() if isinstance(values, dict)
-            for key, value in values.items()} | {"seed": params["seed"]}
-    assert run.data.params == {key: str(value) for key, value in flat.items()}  # every value of params.yaml
+    assert run.data.params == {key: str(value) for key, value in dotted(params).items()}  # every value of params.yaml
 
     history = json.loads((root / "metrics/history.json").read_text())
     for metric in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
         points = client.get_metric_history(run.info.run_id, metric)
         assert [p.value for p in points] == pytest.approx([r[metric] for r in history], abs=1e-6)
     # The record's evaluation is metrics/eval.json, byte for byte, though train wrote it before evaluate ran.
-    logged = client.download_artifacts(run.info.run_id, "metrics/eval.json", str(root / "downloaded"))
-    assert open(logged, "rb").read() == (root / "metrics/eval.json").read_bytes()
-    for name in ("loss", "samples"):
+    for name in ("eval", "robustness"):
+        logged = client.download_artifacts(run.info.run_id, f"metrics/{name}.json", str(root / "downloaded"))
+        assert open(logged, "rb").read() == (root / f"metrics/{name}.json").read_bytes()
+    robust = json.loads((root / "metrics/robustness.json").read_text())
+    assert {name: run.data.metrics[f"robustness/{name}"] for name in robust} == robust
+    for name in ("loss", "samples", "robustness"):
         logged = client.download_artifacts(run.info.run_id, f"plots/{name}.png", str(root / "downloaded"))
         assert open(logged, "rb").read() == (root / "plots" / f"{name}.png").read_bytes()
     (dataset_input,) = run.inputs.dataset_inputs
     assert dataset_input.dataset.name == "mnist" and len(dataset_input.dataset.digest) == 16
+
+
+def dotted(values: dict, prefix: str = "") -> dict:
+    """params.yaml's values by their dotted names, groups within groups too (train.augment.rotation)."""
+    flat: dict = {}
+    for key, value in values.items():
+        flat |= dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}
+    return flat
 
 
 def test_second_repro_does_nothing(project):

@@ -41,6 +41,7 @@ def test_each_bad_image_gets_one_error_line_and_the_others_are_still_predicted(u
     assert done.returncode == 1
     assert [re.fullmatch(rf"(\S+): {ANSWER}", line)[1] for line in done.stdout.splitlines()] == ["one.png", "one.jpg"]
     assert done.stderr.splitlines() == [
+        f"predict: model {untrained_model} (mlp, test accuracy not known)",  # says which model answers
         "error: missing.jpg: file not found",
         "error: notes.png: not a PNG or JPEG image",
         "error: cut.png: not a readable image (image file is truncated)",
@@ -85,7 +86,7 @@ def test_accuracy_on_real_test_digits_as_scanned(trained_model, real_digits, tmp
     predicted = np.array([int(re.fullmatch(rf"\S+: {ANSWER}", line)[1]) for line in lines])
 
     # The same model on the same digits as MNIST has them, without the round trip through files.
-    as_in_mnist = inference.from_checkpoint(trained_model)[0](images[:, None].astype(np.float32) / 255).argmax(1)
+    as_in_mnist = inference.from_checkpoint(trained_model).predict(images[:, None].astype(np.float32) / 255).argmax(1)
     accuracy, baseline = (predicted == labels).mean(), (as_in_mnist == labels).mean()
     print(f"predict: {accuracy:.1%} right on {len(labels)} real test digits as scanned; "
           f"{baseline:.1%} on the same digits as MNIST has them")

@@ -65,21 +65,30 @@ def champion(request, untrained_model, tmp_path_factory) -> Iterator[tuple[str, 
     mlflow.set_tracking_uri(previous)  # the process-wide URI: no other test may inherit this store
 
 
-@pytest.fixture(scope="module")
-def scoring_server(champion) -> Iterator[str]:
-    """`make serve`'s command on a free port, in its own session; its base URL."""
-    uri, root, _ = champion
+def start_serving(root: Path, env: dict) -> tuple[str, subprocess.Popen, Path]:
+    """`make serve`'s command in `root` on a free port, in its own session, answering: URL, process, log."""
     port = free_port()
     log = root / "serve.log"
-    env = clean_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO / "src"))
-    command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", CHAMPION_URI,
-               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    command = [sys.executable, "-m", "mnist_pipeline.serve", "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "wb") as out:
         server = subprocess.Popen(command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
                                   start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
     try:
-        url = f"http://127.0.0.1:{port}"
         wait_healthy(url, server, log)  # the scoring server answers /health once the model is loaded
+    except BaseException:
+        stop(server)
+        raise
+    return url, server, log
+
+
+@pytest.fixture(scope="module")
+def scoring_server(champion) -> Iterator[str]:
+    """`make serve` in the store's folder: the store's champion, served; its base URL."""
+    _, root, _ = champion
+    url, server, log = start_serving(root, clean_env(PYTHONPATH=str(REPO / "src")))  # the default store: ./mlflow.db
+    try:
+        assert log.read_text().startswith(f"serve: model {CHAMPION_URI} (version 1, mlp, test accuracy not known)")
         yield url
     finally:
         stop(server)
@@ -179,7 +188,8 @@ def test_predict_takes_the_model_from_the_store(champion, tmp_path):
     by_file = subprocess.run([sys.executable, "-m", "mnist_pipeline.predict", "--model", str(checkpoint),
                               "--top", "2", "zero.png"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert by_uri.returncode == 0, by_uri.stderr
-    assert by_uri.stderr == ""  # no progress bars or warnings around the answer
+    # Which model, and no progress bars or warnings around the answer.
+    assert by_uri.stderr == f"predict: model {CHAMPION_URI} (version 1, mlp, test accuracy not known)\n"
     assert re.fullmatch(r"zero\.png: \d \(\d\.\d\d\), \d \(\d\.\d\d\)\n", by_uri.stdout)
     assert by_uri.stdout == by_file.stdout
 

@@ -12,10 +12,11 @@ from support.tools import REPO
 SRC = REPO / "src"
 PACKAGE = "mnist_pipeline"
 # The one list of modules that a stage imports only to log or report, never to compute its outputs
-# (a folder: all of it): changing them must not rerun it. The train stage writes the MLflow record
-# (the tracking package), with the plots of the saved model (plots, a real dep of the plot stage,
-# which writes them for DVC).
-REPORT_ONLY = {"train": ("src/mnist_pipeline/tracking/", "src/mnist_pipeline/plots.py")}
+# (a folder: all of it): changing them, or what only they import, must not rerun it. The train stage
+# writes the MLflow record (the tracking package), with the plots and the robustness figures of the
+# saved model (plots and robustness: real deps of the plot and evaluate stages, which write them for DVC).
+REPORT_ONLY = {"train": ("src/mnist_pipeline/tracking/", "src/mnist_pipeline/plots.py",
+                         "src/mnist_pipeline/robustness.py")}
 
 
 def module_path(name: str) -> Path | None:
@@ -48,11 +49,12 @@ def imported_modules(path: Path) -> set[str]:
     return found | {".".join(name.split(".")[:i]) for name in found for i in range(1, name.count(".") + 1)}
 
 
-def closure(module: str) -> set[str]:
+def closure(module: str, skip: tuple[str, ...] = ()) -> set[str]:
+    """The package modules `module` runs, without those under the paths `skip` and their imports."""
     seen, todo = set(), [module]
     while todo:
         name = todo.pop()
-        if name not in seen:
+        if name not in seen and not source(name).relative_to(REPO).as_posix().startswith(skip):
             seen.add(name)
             todo.extend(imported_modules(source(name)))
     return seen
@@ -61,9 +63,9 @@ def closure(module: str) -> set[str]:
 def stage_modules(name: str, stage: dict) -> set[str]:
     """The package modules a stage runs, as dvc.yaml paths, minus those that only report."""
     entry = stage["cmd"].split(" -m ", 1)[1].split()[0]
-    paths = {source(module).relative_to(REPO).as_posix() for module in closure(entry)}
+    paths = {source(module).relative_to(REPO).as_posix() for module in closure(entry, REPORT_ONLY.get(name, ()))}
     top = (SRC / PACKAGE / "__init__.py").relative_to(REPO).as_posix()
-    return {p for p in paths if not p.startswith(REPORT_ONLY.get(name, ())) and p != top}
+    return {p for p in paths if p != top}
 
 
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]

@@ -37,6 +37,13 @@ def _widths(value: tuple[int, ...]) -> str | None:
     return None if value and min(value) >= 1 else "must list at least one width, each >= 1"
 
 
+def _between(low: float, high: float) -> typing.Callable[[float], str | None]:
+    def rule(value: float) -> str | None:
+        return None if low <= value <= high else f"must be in [{low:g}, {high:g}]"
+
+    return rule
+
+
 def _check(rule: typing.Callable[[Any], str | None]) -> dict[str, typing.Callable[[Any], str | None]]:
     """A field's metadata: the rule its value must pass (None: it does; else what is wrong)."""
     return {"check": rule}
@@ -60,6 +67,24 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Random distortions of each training batch (augment.py); every strength 0 (the default) is off.
+    Each is drawn per image, uniformly within +-strength."""
+
+    rotation: float = field(metadata=_check(_between(0, 180)))  # degrees
+    scale: float = field(metadata=_check(_between(0, 0.5)))  # the digit's size times 1 +- scale
+    translate: float = field(metadata=_check(_between(0, 8)))  # pixels, each axis
+    shear: float = field(metadata=_check(_between(0, 45)))  # degrees, along x
+    # Elastic distortion (Simard et al. 2003): a smooth random displacement field whose pixel
+    # displacements have this root mean square, in pixels.
+    elastic: float = field(metadata=_check(_between(0, 8)))
+
+    @property
+    def active(self) -> bool:
+        return any(getattr(self, f.name) for f in dataclasses.fields(self))
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     lr: float = field(metadata=_check(_positive))
     epochs: int = field(metadata=_check(_at_least_one))
@@ -75,6 +100,7 @@ class TrainConfig:
     resume: bool
     # DistributedDataParallel processes on this machine, sharing each batch of batch_size.
     processes: int = field(metadata=_check(_at_least_one))
+    augment: AugmentConfig
 
 
 @dataclass(frozen=True)

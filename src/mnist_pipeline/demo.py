@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    predict, _ = inference.from_options(args)
+    predict, _, about, _ = inference.from_options(args)
+    print(f"demo: model {about}", flush=True)
     print(f"demo: draw a digit at http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
     uvicorn.run(create_app(predict), host=args.host, port=args.port, log_level="warning")
 

@@ -10,9 +10,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from mnist_pipeline import evaluation, fast_step
-from mnist_pipeline.config import Params, TrainConfig
-from mnist_pipeline.data import Split
+from mnist_pipeline import augment, evaluation, fast_step
+from mnist_pipeline.config import AugmentConfig, Params, TrainConfig
+from mnist_pipeline.data import IMAGE_SHAPE, Split
 from mnist_pipeline.distributed import World
 from mnist_pipeline.errors import DivergenceError
 from mnist_pipeline.model import MLP, build
@@ -28,6 +28,7 @@ class Training:
     optimizer: torch.optim.Optimizer | None  # None: the hand-written step updates the weights itself
     scheduler: Scheduler | None
     generator: torch.Generator  # draws each epoch's shuffle
+    augment_generator: torch.Generator  # draws the training batches' distortions (train.augment)
 
     @classmethod
     def create(cls, params: Params, n_train: int, device: torch.device, processes: int = 1) -> "Training":
@@ -35,12 +36,14 @@ class Training:
         torch.manual_seed(params.seed)
         model = build(params.model).to(device)
         generator = torch.Generator().manual_seed(params.seed)
+        augment_generator = torch.Generator().manual_seed(params.seed + augment.SEED_OFFSET)
+        # The hand-written step stays exact with augmentation: the distortion happens before the step.
         if processes == 1 and fast_step.covers(model, params.train):
             # No optimizer object: making the first one imports torch's compiler (1.2 s here).
-            return cls(model, None, None, generator)
+            return cls(model, None, None, generator, augment_generator)
         optimizer = make_optimizer(model, params.train)
         scheduler = make_scheduler(optimizer, params.train, math.ceil(n_train / params.train.batch_size))
-        return cls(model, optimizer, scheduler, generator)
+        return cls(model, optimizer, scheduler, generator, augment_generator)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +51,7 @@ class Training:
             "optimizer": self.optimizer.state_dict() if self.optimizer else None,
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "generator": self.generator.get_state(),
+            "augment_generator": self.augment_generator.get_state(),
             "torch_rng": torch.get_rng_state(),  # dropout's draws
         }
 
@@ -60,6 +64,7 @@ class Training:
         if self.scheduler and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
+        self.augment_generator.set_state(state["augment_generator"])
         torch.set_rng_state(state["torch_rng"])
 
 
@@ -90,6 +95,16 @@ class Step(Protocol):
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
                  share: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]: ...
 
+Distort = Callable[[int, torch.device], torch.Tensor]
+"""Random sampling grids for a batch of n training images (augment.random_grids)."""
+
+
+def distortions(cfg: AugmentConfig, generator: torch.Generator) -> Distort | None:
+    """The training batches' random distortions; None when train.augment is all zeros: no draws at all."""
+    if not cfg.active:
+        return None
+    return lambda n, device: augment.random_grids(cfg, n, IMAGE_SHAPE, generator, device)
+
 
 def make_step(training: Training, cfg: TrainConfig, world: World | None = None) -> Step:
     """The hand-written step where it gives the same bits (Training.create left out the optimizer),
@@ -118,21 +133,28 @@ def autograd_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler:
     return step
 
 
-def train_one_epoch(step: Step, data: Split, batches: Iterable[torch.Tensor],
-                    world: World | None = None) -> dict[str, float]:
+def train_one_epoch(step: Step, data: Split, batches: Iterable[torch.Tensor], world: World | None = None,
+                    distort: Distort | None = None) -> dict[str, float]:
     """One pass over `batches` of indices into `data`; loss and accuracy are means over samples.
 
     Per-batch figures stay on the device until the epoch ends: reading one every batch would
     stall a GPU, and on a CPU the extra small ops cost a tenth of the epoch. A diverged loss is
     therefore caught at the end of its epoch, and reported with the batch where it began.
     With several processes each takes its slice of every batch, and the figures are summed over all.
+    `distort` (augmentation) warps each batch's images before its step.
     """
     losses, hits, sizes = [], [], []
     for idx in batches:
         mine = world.shard(idx) if world else idx
         labels = data.labels.index_select(0, mine)
         share = len(mine) * world.size / len(idx) if world else 1.0
-        loss, logits = step(data.images.index_select(0, mine), labels, share)
+        images = data.images.index_select(0, mine)
+        if distort:
+            # Every process draws the whole batch's grids and takes its slice: an image is distorted
+            # alike however many processes share the batch.
+            grids = distort(len(idx), images.device)
+            images = augment.warp(images, world.shard(grids) if world else grids)
+        loss, logits = step(images, labels, share)
         losses.append(loss)
         hits.append((logits.argmax(1) == labels).sum())
         sizes.append(len(mine))
@@ -165,11 +187,12 @@ def fit(
     """Train epochs first_epoch..cfg.epochs, testing after each as the article does; yield one record each.
     With several processes (`world`), every one draws the same shuffles and tests the same model."""
     step = make_step(training, cfg, world)
+    distort = distortions(cfg.augment, training.augment_generator)
     for epoch in range(first_epoch, cfg.epochs + 1):
         batches = shuffled_batches(len(train), cfg.batch_size, training.generator, train.labels.device)
         training.model.train()
         try:
-            record = train_one_epoch(step, train, progress(batches, epoch), world)
+            record = train_one_epoch(step, train, progress(batches, epoch), world, distort)
         except DivergenceError as exc:
             raise DivergenceError(f"epoch {epoch}: {exc}; lower train.lr (now {cfg.lr})") from None
         yield {"epoch": epoch, **record, **evaluation.evaluate(training.model, test)}

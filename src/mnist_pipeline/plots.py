@@ -16,10 +16,10 @@ from mnist_pipeline.data import Split
 SAMPLES = 10  # the article's row of the first training images
 
 
-def render(model: nn.Module, history: Sequence[dict], report: dict, samples: Split,
+def render(model: nn.Module, history: Sequence[dict], report: dict, robust: dict[str, float], samples: Split,
            classes: Sequence[str]) -> dict[str, bytes]:
-    """The four PNGs of a trained model by file name: curves, sample images with the model's guesses,
-    confusion matrix. The plot stage writes them; the train stage records them."""
+    """The PNGs of a trained model by file name: curves, sample images with the model's guesses,
+    confusion matrix, accuracy under distortions. The plot stage writes them; the train stage records them."""
     names = [classes[i] for i in samples.labels.tolist()]
     guesses = [classes[i] for i in evaluation.predict(model, samples.images).argmax(1).tolist()]
     figures = {
@@ -27,6 +27,7 @@ def render(model: nn.Module, history: Sequence[dict], report: dict, samples: Spl
         "accuracy.png": curves(history, "accuracy", "Accuracy"),
         "samples.png": sample_grid(samples.images.numpy(), names, guesses),
         "confusion.png": confusion(report["confusion_matrix"], classes),
+        "robustness.png": robustness(robust, report["test_accuracy"]),
     }
     return {name: _png(figure) for name, figure in figures.items()}
 
@@ -79,5 +80,21 @@ def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> Figure
     if any(len(name) > 1 for name in classes):  # names, not digits: label the ticks, slanted to fit
         ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=7)
         ax.set_yticklabels(classes, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def robustness(accuracy: dict[str, float], clean: float) -> Figure:
+    """Test accuracy under each distortion (metrics/robustness.json) against the undistorted one."""
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
+    names = sorted(accuracy)  # robustness.json's order: the same figure from the file or from the report
+    ax.barh(names, [accuracy[n] for n in names], color="tab:blue")
+    ax.axvline(clean, color="black", linestyle="--")
+    for row, name in enumerate(names):
+        ax.text(accuracy[name], row, f" {accuracy[name]:.1%}", va="center", fontsize=7)
+    ax.invert_yaxis()  # read top down
+    ax.set(xlim=(0, 1.1), xlabel="test accuracy",
+           title=f"Accuracy on distorted test digits (dashed: undistorted, {clean:.2%})")
     fig.tight_layout()
     return fig

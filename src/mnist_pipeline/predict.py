@@ -17,7 +17,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    predict, classes = inference.from_options(args)
+    predict, classes, about, _ = inference.from_options(args)
+    print(f"predict: model {about}", file=sys.stderr)  # stdout keeps one line per image
     prepared: list[tuple[str, np.ndarray]] = []
     failed = False
     for path in args.images:

@@ -1,4 +1,5 @@
-"""DVC stage `plot`: loss and accuracy curves, sample images and the confusion matrix as PNGs."""
+"""DVC stage `plot`: loss and accuracy curves, sample images, the confusion matrix and the accuracy under
+distortions as PNGs."""
 
 from pathlib import Path
 
@@ -9,11 +10,12 @@ from mnist_pipeline.model import load_checkpoint
 from mnist_pipeline.stages import exit_now, run_stage
 
 
-def plot(data: str, model: str, history: str, metrics: str, out: str) -> None:
+def plot(data: str, model: str, history: str, metrics: str, robustness: str, out: str) -> None:
     device.setup()
     checkpoint = load_checkpoint(model)
     samples = load_split(data, train=True).head(plots.SAMPLES)
-    pngs = plots.render(checkpoint.model, read_json(history), read_json(metrics), samples, checkpoint.classes)
+    pngs = plots.render(checkpoint.model, read_json(history), read_json(metrics), read_json(robustness), samples,
+                        checkpoint.classes)
     for name, png in pngs.items():
         with atomic_path(Path(out) / name) as tmp:
             tmp.write_bytes(png)
@@ -22,7 +24,8 @@ def plot(data: str, model: str, history: str, metrics: str, out: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     return run_stage(plot, __doc__, argv, data="folder of the raw dataset files", model="checkpoint",
-                     history="per-epoch metrics JSON", metrics="evaluation JSON", out="folder for the PNGs")
+                     history="per-epoch metrics JSON", metrics="evaluation JSON",
+                     robustness="robustness JSON (distortion name -> test accuracy)", out="folder for the PNGs")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from mnist_pipeline import data as raw
 from mnist_pipeline import device as compute
-from mnist_pipeline import distributed, engine, evaluation, plots, resume
+from mnist_pipeline import distributed, engine, evaluation, plots, resume, robustness
 from mnist_pipeline.cli import Terminated
 from mnist_pipeline.config import Params, load_params
 from mnist_pipeline.datasets import DATASETS, Dataset
@@ -132,9 +132,11 @@ def _record(run: Run, model: Path, records: list[dict], test: raw.Split, samples
     """The evaluation and the plots as the evaluate and plot stages compute them, from the saved model."""
     checkpoint = load_checkpoint(model)
     report, _ = evaluation.report(checkpoint.model, test, checkpoint.classes)
-    figures = plots.render(checkpoint.model, records, report, samples, checkpoint.classes)
+    robust = robustness.report(checkpoint.model, test)
+    figures = plots.render(checkpoint.model, records, report, robust, samples, checkpoint.classes)
     version, promoted = run.complete(checkpoint=model, example=test.images[:EXAMPLES].numpy(), report=report,
-                                     figures=figures, dataset=dataset, registered_model=registered_model)
+                                     robustness=robust, figures=figures, dataset=dataset,
+                                     registered_model=registered_model)
     alias = f"@{CHAMPION}"
     champion = f"now {alias}" if promoted else f"{alias} unchanged"
     print(f"train: recorded run {run.run_id}: test accuracy {report['test_accuracy']:.2%}; "

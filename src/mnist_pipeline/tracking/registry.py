@@ -7,6 +7,7 @@ server acted, its answer never came) logs no second model and registers no secon
 import contextlib
 import io
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -39,9 +40,18 @@ def log_model(checkpoint: Path, example: np.ndarray) -> str:
     logged = _logged_model()
     if logged is not None:
         return logged
+    return mlflow.pyfunc.log_model(name="model", **_served_model(checkpoint, example)).model_uri
+
+
+def save_model(checkpoint: Path, folder: Path) -> None:
+    """The checkpoint as the same MLflow model, in `folder` rather than a run: what `make serve`
+    serves where the store has no champion."""
+    mlflow.pyfunc.save_model(str(folder), **_served_model(checkpoint, None))
+
+
+def _served_model(checkpoint: Path, example: np.ndarray | None) -> dict[str, Any]:
     package = Path(__file__).parents[1]
-    info = mlflow.pyfunc.log_model(
-        name="model",
+    return dict(
         python_model=str(package / "served_model.py"),  # a model from code: no pickle
         artifacts={"checkpoint": str(checkpoint)},
         code_paths=[str(package)],  # the model's code travels with it
@@ -51,7 +61,6 @@ def log_model(checkpoint: Path, example: np.ndarray) -> str:
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
                           f"pandas=={pd.__version__}", f"mlflow=={mlflow.__version__}"],
     )
-    return info.model_uri
 
 
 def _logged_model() -> str | None:

@@ -1,0 +1,91 @@
+"""The robustness report: fixed, seeded distortions of the test set, each with the geometry its name says."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mnist_pipeline import robustness
+from mnist_pipeline.data import IMAGE_SHAPE, Split
+from test_augment import known_image
+
+
+def batch(n: int = 4) -> torch.Tensor:
+    """`n` copies of the known shape, moved to the middle: a shift or a scale keeps it all in view."""
+    return torch.roll(known_image(), (6, 4), (2, 3)).repeat(n, 1, 1, 1)
+
+
+def test_rotations_alternate_their_direction():
+    turned = robustness.rotate(90)(batch())
+    assert torch.allclose(turned[0::2], torch.rot90(batch(2), 1, (2, 3)), atol=1e-5)  # counter-clockwise
+    assert torch.allclose(turned[1::2], torch.rot90(batch(2), -1, (2, 3)), atol=1e-5)
+
+
+def test_shift_moves_right_down_left_up_in_turn():
+    moved = robustness.shift(4)(batch())
+    for i, (rows, cols) in enumerate([(0, 4), (4, 0), (0, -4), (-4, 0)]):
+        assert torch.allclose(moved[i], torch.roll(batch(1)[0], (rows, cols), (1, 2)), atol=1e-5)
+
+
+def test_scale_shrinks_the_ink_by_the_square_of_the_factor():
+    ink = batch(1).sum().item()
+    assert robustness.scale(0.7)(batch(1)).sum().item() == pytest.approx(ink * 0.49, rel=0.05)
+    assert robustness.scale(1.3)(batch(1)).sum().item() == pytest.approx(ink * 1.69, rel=0.05)
+
+
+def test_thicker_and_thinner_strokes_by_one_pixel_each_way():
+    line = torch.zeros(1, 1, *IMAGE_SHAPE)
+    line[0, 0, 5:20, 10:13] = 1.0  # 3 px wide, 15 tall
+    assert (robustness.thicker(line)[0, 0, 12] > 0).sum() == 5
+    assert (robustness.thinner(line)[0, 0, 12] > 0).sum() == 1
+    assert torch.equal(robustness.thinner(robustness.thicker(line)), line)  # a closing keeps a straight bar
+
+
+def test_blur_low_resolution_and_noise_keep_the_ink_and_the_range():
+    images = batch()
+    for distort in (robustness.blur, robustness.low_resolution(14), robustness.low_resolution(10)):
+        out = distort(images)
+        assert out.shape == images.shape and not torch.equal(out, images)
+        assert out.sum().item() == pytest.approx(images.sum().item(), rel=0.05)  # spread, not lost
+    noisy = robustness.noise(images)
+    assert noisy.min() >= 0 and noisy.max() <= 1
+    assert (noisy - images).std().item() == pytest.approx(robustness.NOISE, rel=0.4)  # clipped at 0 and 1
+    assert torch.equal(noisy, robustness.noise(images))  # seeded: the same grain for every model
+
+
+def test_digits_on_a_canvas_come_back_through_preprocess():
+    digit = torch.zeros(2, 1, *IMAGE_SHAPE)
+    digit[:, 0, 4:24, 12:16] = 1.0  # a "1", 20 px tall as MNIST draws its digits, centred
+    for name in ("canvas_small", "canvas_large"):
+        back = robustness.DISTORTIONS[name](digit)
+        assert back.shape == digit.shape
+        overlap = (back * digit).sum() / (back.norm() * digit.norm())
+        assert overlap > 0.8, name  # the same stroke, where MNIST puts it, whatever the page did
+
+
+class Always(nn.Module):
+    """Answers class `c` for every image."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.one_hot(torch.full((len(x),), self.c), 10).float()
+
+
+def test_report_is_the_share_answered_right_on_each_distortion():
+    labels = torch.tensor([3, 3, 3, 1, 1] * 20)  # 60 % threes, in every fourth image too
+    test = Split(torch.rand(100, 1, *IMAGE_SHAPE, generator=torch.Generator().manual_seed(0)), labels)
+    report = robustness.report(Always(3), test)
+    assert list(report) == list(robustness.DISTORTIONS)
+    assert set(report.values()) == {0.6}  # whatever the images became, on every fourth image
+    assert set(robustness.report(Always(1), test).values()) == {0.4}
+
+
+def test_the_report_is_the_same_every_time():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    test = Split(torch.rand(64, 1, *IMAGE_SHAPE, generator=torch.Generator().manual_seed(1)),
+                 torch.from_numpy(np.arange(64) % 10))
+    assert robustness.report(model, test) == robustness.report(model, test)
