@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.lock
 	touch $@
 
 # Rebuild requirements.lock from pyproject.toml's direct dependencies, keeping every other pin;
-# UPGRADE="-P name" moves one package beneath them (README, "Dependencies").
+# UPGRADE="-P name" moves one package beneath them (docs/ci-tests-dependencies.md).
 lock: $(VENV)/.installed
 	pip-compile --quiet --extra dev --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 		--no-emit-find-links $(UPGRADE) --output-file requirements.lock pyproject.toml
@@ -33,7 +33,7 @@ test: $(VENV)/.installed
 ui: $(VENV)/.installed
 	python -m mnist_pipeline.ui
 
-# The team tracking server (README, "Team setup"): PostgreSQL + mlflow server with basic-auth, in
+# The team tracking server (docs/sharing.md): PostgreSQL + mlflow server with basic-auth, in
 # the background on 127.0.0.1:${MLFLOW_PORT:-5000}; needs MLFLOW_AUTH_ADMIN_PASSWORD.
 server: $(VENV)/.installed
 	python -m mnist_pipeline.server start
