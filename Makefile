@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.lock
 	touch $@
 
 # Rebuild requirements.lock from pyproject.toml's direct dependencies, keeping every other pin;
-# UPGRADE="-P name" moves one package beneath them (README, "Dependencies").
+# UPGRADE="-P name" moves one package beneath them (docs/ci-tests-dependencies.md).
 lock: $(VENV)/.installed
 	pip-compile --quiet --extra dev --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 		--no-emit-find-links $(UPGRADE) --output-file requirements.lock pyproject.toml
@@ -39,7 +39,7 @@ test: lint
 ui: $(VENV)/.installed
 	python -m mnist_pipeline.ui
 
-# The team tracking server (README, "Team setup"): PostgreSQL + mlflow server with basic-auth, in
+# The team tracking server (docs/sharing.md): PostgreSQL + mlflow server with basic-auth, in
 # the background on 127.0.0.1:${MLFLOW_PORT:-5000}; needs MLFLOW_AUTH_ADMIN_PASSWORD. STUDIES_HOST
 # (with STUDIES_PASSWORD) also opens a studies database to other hosts.
 server: $(VENV)/.installed
@@ -57,7 +57,7 @@ serve: $(VENV)/.installed
 demo: $(VENV)/.installed
 	python -m mnist_pipeline.demo --host 127.0.0.1 --port $${DEMO_PORT:-5002}
 
-# A search of sweep.yaml's STUDY with WORKERS processes here (README, "Search"), then its winner as
+# A search of sweep.yaml's STUDY with WORKERS processes here (docs/experiments.md, "Search"), then its winner as
 # the DVC experiment STUDY-best. More machines join with `python -m mnist_pipeline.sweep run STUDY`.
 WORKERS ?= 2
 sweep: $(VENV)/.installed

@@ -36,8 +36,8 @@ from mnist_pipeline.config import Params, from_dict
 from mnist_pipeline.data import load_split
 
 TARGET = 0.983
-# The tuned recipe: the same 784-128-64-10 MLP, trained differently. README gives it as a
-# `dvc exp run -S` command built from this mapping; a test keeps the two in step.
+# The tuned recipe: the same 784-128-64-10 MLP, trained differently. docs/performance.md gives it
+# as a `dvc exp run -S` command built from this mapping; a test keeps the two in step.
 TUNED = {
     "model.normalize": True,
     "train.optimizer": "adamw",
@@ -52,7 +52,7 @@ TUNED = {
 
 
 def tuned_command() -> str:
-    """The README's command for the tuned run."""
+    """The command docs/performance.md gives for the tuned run."""
     value = lambda v: str(v).lower() if isinstance(v, bool) else str(v)  # noqa: E731
     return "dvc exp run -n tuned " + " ".join(f"-S {k}={value(v)}" for k, v in TUNED.items())
 

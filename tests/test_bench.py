@@ -1,4 +1,4 @@
-"""The benchmark script runs end to end (tiny sizes: it is not a timed test) and README quotes its recipe."""
+"""The benchmark script runs end to end (tiny sizes: it is not a timed test) and the docs quote its recipe."""
 
 import importlib.util
 import re
@@ -37,5 +37,5 @@ def test_bench_runs_and_ends_with_its_machine_readable_line(tmp_path):
     assert "agree" in done.stdout and (tmp_path / "out" / "accuracy_vs_time.png").exists()
 
 
-def test_readme_gives_the_tuned_recipe_the_benchmark_times():
-    assert load_bench().tuned_command() in (REPO / "README.md").read_text()
+def test_performance_guide_gives_the_tuned_recipe_the_benchmark_times():
+    assert load_bench().tuned_command() in (REPO / "docs" / "performance.md").read_text()

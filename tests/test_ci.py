@@ -52,7 +52,7 @@ def test_workflow_tests_retrains_compares_and_reports_in_that_order():
     order = [step_running(c) for c in ("make test", "make repro", "-m mnist_pipeline.compare --against HEAD")]
     assert order == sorted(order) and len(set(order)) == 3
     compare = workflow_steps()[order[2]]["run"]
-    assert "--tolerance 0.002" in compare  # other CPUs round differently (README, CI)
+    assert "--tolerance 0.002" in compare  # other CPUs round differently (docs/ci-tests-dependencies.md)
     report = workflow_steps()[step_running("dvc plots diff")]
     assert report.get("if") == "always()"
     for command in ("dvc params diff", "dvc metrics diff", "GITHUB_STEP_SUMMARY"):

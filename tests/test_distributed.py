@@ -250,7 +250,7 @@ def test_two_machines_with_torchrun_give_the_two_process_result(two_hosts, two_p
     workdir = make_workdir(tmp_path)  # train.processes stays 1: torchrun decides the world size
     host, rdzv_id = two_hosts["a"][2], uuid.uuid4().hex
     nodes = []
-    for name, is_host in (("a", 1), ("b", 0)):  # README's command, one per machine
+    for name, is_host in (("a", 1), ("b", 0)):  # docs/distributed.md's command, one per machine
         ns, veth, address = two_hosts[name]
         command = ["ip", "netns", "exec", ns, sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
                    "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint={host}:29400",

@@ -192,7 +192,7 @@ def test_tracking_server_down_fails_fast_before_training(inside, monkeypatch, ca
     assert captured.err.startswith("error: MLflow tracking server http://127.0.0.1:9 is not reachable: ")
     assert "Connection refused" in captured.err
     assert "epoch: 1," not in captured.out and not (inside / "models" / "model.pt").exists()
-    assert elapsed < 1, f"took {elapsed:.1f} s"  # README: "within a second"
+    assert elapsed < 1, f"took {elapsed:.1f} s"  # docs/failures.md: "within a second"
 
 
 @pytest.mark.parametrize(
