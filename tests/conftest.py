@@ -1,3 +1,3 @@
 """The fixtures every test file can use, from the helper modules that define them (support/, servers.py)."""
 
-pytest_plugins = ["support.synthetic", "support.tiny", "support.projects", "support.digits", "servers"]
+pytest_plugins = ["support.synthetic", "support.tiny", "support.projects", "support.digits", "support.hosts", "servers"]

@@ -4,7 +4,6 @@ resume, and two machines (network namespaces) giving the same result."""
 import dataclasses
 import json
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -208,41 +207,6 @@ def test_a_signal_stops_every_rank_and_a_rerun_resumes(tmp_path, sig, uninterrup
 
 
 # --- Two machines: two network namespaces joined by a veth pair, one rank each ---
-
-def _can_make_namespaces() -> str | None:
-    if not shutil.which("ip"):
-        return "needs iproute2's `ip`"
-    probe = f"mnist-probe-{uuid.uuid4().hex[:6]}"
-    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if made.returncode != 0:
-        return f"network namespaces are not allowed here: {made.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], check=True)
-    return None
-
-
-@pytest.fixture
-def two_hosts():
-    """Namespaces a (10.231.7.1) and b (10.231.7.2) linked by veth-a <-> veth-b; yields their names."""
-    reason = _can_make_namespaces()
-    if reason:
-        pytest.skip(reason)
-    tag = uuid.uuid4().hex[:6]
-    hosts = {"a": (f"mnist-a-{tag}", f"va{tag}", "10.231.7.1"), "b": (f"mnist-b-{tag}", f"vb{tag}", "10.231.7.2")}
-    run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True)  # noqa: E731
-    try:
-        for ns, _, _ in hosts.values():
-            run("ip", "netns", "add", ns)
-        run("ip", "link", "add", hosts["a"][1], "type", "veth", "peer", "name", hosts["b"][1])
-        for ns, veth, address in hosts.values():
-            run("ip", "link", "set", veth, "netns", ns)
-            run("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", veth)
-            run("ip", "-n", ns, "link", "set", veth, "up")
-            run("ip", "-n", ns, "link", "set", "lo", "up")
-        yield hosts
-    finally:
-        for ns, _, _ in hosts.values():
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-
 
 @pytest.mark.slow
 def test_two_machines_with_torchrun_give_the_two_process_result(two_hosts, two_processes, tmp_path):

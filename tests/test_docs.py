@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import REPO, clean_env
+from support.tools import REPO, clean_env
 from mnist_pipeline.config import Params, flatten, from_dict, load_params
 from mnist_pipeline.errors import ParamsError
 

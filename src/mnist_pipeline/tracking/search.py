@@ -3,6 +3,8 @@
 import contextlib
 import io
 import tempfile
+import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from mnist_pipeline.tracking.run import Run, end
 
 PARENT_ATTR = "mlflow_parent_run"  # the study's user attr naming its parent run, for every worker to find
 RUN_ATTR = "mlflow_run_id"  # a trial's user attr naming its run; a retry inherits its dead trial's
+PARENT_SETTLE_S = 2.0  # longer than making a parent run takes
 
 
 def experiment_name(params: Params) -> str:
@@ -44,7 +47,13 @@ class Recorder:
                                      tags={"sweep_study": self.name, "sweep_parent": "true"})
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in settings.items()])
         self.study.set_user_attr(PARENT_ATTR, run.info.run_id)
-        return run.info.run_id
+        # Workers starting together may each have made one; the study keeps the last written, and
+        # a second look, once every such write is done, tells each worker which that is.
+        time.sleep(PARENT_SETTLE_S)
+        kept = self.study.user_attrs[PARENT_ATTR]
+        if kept != run.info.run_id:
+            self.client.delete_run(run.info.run_id)
+        return kept
 
     @contextlib.contextmanager
     def trial(self, trial: Trial, params: Params) -> Iterator[Run]:
@@ -154,7 +163,9 @@ def figures(study: optuna.Study) -> dict[str, bytes]:
     pngs = {}
     for name, plot in plots.items():
         try:
-            axes = plot(study)
+            with warnings.catch_warnings():  # e.g. importances that a few alike trials cannot tell apart
+                warnings.simplefilter("ignore")
+                axes = plot(study)
         except (ValueError, RuntimeError, ZeroDivisionError):
             continue
         figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
