@@ -14,6 +14,7 @@ article_epoch_seconds=<s>
 import argparse
 import dataclasses
 import gzip
+import itertools
 import json
 import math
 import os
@@ -31,7 +32,8 @@ import yaml
 from torch import nn
 from torchvision.transforms import ToTensor
 
-from mnist_pipeline import device as compute, engine
+from mnist_pipeline import device as compute
+from mnist_pipeline import engine
 from mnist_pipeline.config import Params, from_dict
 from mnist_pipeline.data import load_split
 
@@ -48,7 +50,6 @@ TUNED = {
     "train.weight_decay": 0.01,
     "train.label_smoothing": 0.1,
 }
-
 
 
 def tuned_command() -> str:
@@ -121,6 +122,8 @@ def article_epochs(loaders, epochs: int, seed: int):
         train(loaders[0], model, loss_fn, optimizer)
         test_acc, test_loss = test(loaders[1], model, loss_fn)
         yield time.perf_counter() - started, test_acc, test_loss
+
+
 # ---- end of the article's code ----
 
 
@@ -173,8 +176,8 @@ def matmul_rate(seconds: float = 0.5) -> float:
 def flops_per_epoch(hidden: tuple[int, ...], n_train: int, n_test: int) -> float:
     """Multiply-adds x 2 of one epoch: forward, backward (no input gradient for the first layer), test."""
     widths = [784, *hidden, 10]
-    forward = sum(2 * a * b for a, b in zip(widths, widths[1:]))
-    backward = forward + sum(2 * a * b for a, b in zip(widths[1:], widths[2:]))
+    forward = sum(2 * a * b for a, b in itertools.pairwise(widths))
+    backward = forward + sum(2 * a * b for a, b in itertools.pairwise(widths[1:]))
     return n_train * (forward + backward) + n_test * forward
 
 
@@ -209,8 +212,12 @@ def plot_curves(curves: dict[str, list], path: Path, target: float) -> None:
     for label, curve in curves.items():
         ax.plot([0] + [t for t, _ in curve], [0.1] + [a for _, a in curve], marker="o", ms=3, label=label)
     ax.axhline(target, color="gray", ls="--", lw=1, label=f"{target:.1%}")
-    ax.set(xlabel="wall-clock seconds of training", ylabel="test accuracy", ylim=(0, 1),
-           title="Test accuracy against training time (same machine, same run)")
+    ax.set(
+        xlabel="wall-clock seconds of training",
+        ylabel="test accuracy",
+        ylim=(0, 1),
+        title="Test accuracy against training time (same machine, same run)",
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
@@ -218,10 +225,18 @@ def plot_curves(curves: dict[str, list], path: Path, target: float) -> None:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
     gpu = f", GPU {torch.cuda.get_device_name()}" if device == "cuda" else ""
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} on {device} ({torch.get_num_threads()} threads){gpu}"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} on {device} ({torch.get_num_threads()} threads){gpu}"
+    )
 
 
 def busy_loop() -> subprocess.Popen:
@@ -231,8 +246,17 @@ def busy_loop() -> subprocess.Popen:
 
 def two_at_once(args: argparse.Namespace) -> list[float]:
     """Our epoch times (median of each) in two training processes running at the same time."""
-    command = [sys.executable, __file__, "--worker", "--data", str(args.data), "--params", str(args.params),
-               "--epochs", str(args.epochs)]
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--data",
+        str(args.data),
+        "--params",
+        str(args.params),
+        "--epochs",
+        str(args.epochs),
+    ]
     workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     return [statistics.median(json.loads(w.communicate()[0].splitlines()[-1])) for w in workers]
 
@@ -265,8 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     tuned_params = with_overrides(args.params, TUNED)
     default_threads = torch.get_num_threads()  # the article's loop runs as published, on torch's default
     dev = compute.setup()  # as the train stage sets up: its thread count, deterministic kernels on CUDA
-    print(f"machine: {machine()}; the article's loop on {default_threads} threads, ours on {compute.THREADS}",
-          flush=True)
+    print(
+        f"machine: {machine()}; the article's loop on {default_threads} threads, ours on {compute.THREADS}", flush=True
+    )
     data = (load_split(args.data, train=True).to(dev), load_split(args.data, train=False).to(dev))
     n_train, n_test = len(data[0]), len(data[1])
 
@@ -290,14 +315,17 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.repeats):
             for name, epochs in (("article", article(args.epochs, seed)), ("ours", ours(args.epochs, seed))):
                 elapsed, curve = 0.0, []
-                for seconds, accuracy, loss in epochs:
+                for seconds, accuracy, loss in epochs:  # noqa: B007 (the last epoch's loss is read below)
                     times[name].append(seconds)
                     elapsed += seconds
                     curve.append((elapsed, accuracy))
                 final_loss[name].append(loss)
                 curves.setdefault(name, curve)
-                print(f"  {name:7s} seed {seed}: {[round(s, 2) for s in times[name][-args.epochs:]]} s/epoch, "
-                      f"test loss {loss:.4f}", flush=True)
+                print(
+                    f"  {name:7s} seed {seed}: {[round(s, 2) for s in times[name][-args.epochs :]]} s/epoch, "
+                    f"test loss {loss:.4f}",
+                    flush=True,
+                )
 
     article_s, ours_s = statistics.median(times["article"]), statistics.median(times["ours"])
     speedup = article_s / ours_s
@@ -307,11 +335,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"article loop : median {article_s:.3f} s/epoch, {n_train / article_s:,.0f} samples/s")
     print(f"this project : median {ours_s:.3f} s/epoch, {n_train / ours_s:,.0f} samples/s")
     print(f"speedup      : {speedup:.1f}x ({args.epochs} epochs x {args.repeats} repeats each, after a warm-up)")
-    print(f"compute floor: {floor * rate / 1e9:.1f} GFLOP/epoch at {rate / 1e9:.0f} GFLOP/s (batch-64 matmul, "
-          f"{compute.THREADS} thread) = {floor:.3f} s/epoch; this project is at {ours_s / floor:.2f}x the floor")
-    print(f"final test loss after {args.epochs} epochs: article {statistics.mean(final_loss['article']):.4f}, "
-          f"ours {statistics.mean(final_loss['ours']):.4f}, gap {gap:.4f} "
-          f"{'<=' if agree else '>'} {bound:.4f} (3 sigma of seed noise): {'agree' if agree else 'DISAGREE'}")
+    print(
+        f"compute floor: {floor * rate / 1e9:.1f} GFLOP/epoch at {rate / 1e9:.0f} GFLOP/s (batch-64 matmul, "
+        f"{compute.THREADS} thread) = {floor:.3f} s/epoch; this project is at {ours_s / floor:.2f}x the floor"
+    )
+    print(
+        f"final test loss after {args.epochs} epochs: article {statistics.mean(final_loss['article']):.4f}, "
+        f"ours {statistics.mean(final_loss['ours']):.4f}, gap {gap:.4f} "
+        f"{'<=' if agree else '>'} {bound:.4f} (3 sigma of seed noise): {'agree' if agree else 'DISAGREE'}"
+    )
 
     busy = busy_loop()
     try:
@@ -319,28 +351,44 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         busy.kill()
         busy.wait()
-    print(f"busy machine : median {contended:.3f} s/epoch while another process spins on a core: "
-          f"{contended / ours_s:.2f}x alone", flush=True)
+    print(
+        f"busy machine : median {contended:.3f} s/epoch while another process spins on a core: "
+        f"{contended / ours_s:.2f}x alone",
+        flush=True,
+    )
     pair = two_at_once(args)
-    print(f"two at once  : medians {pair[0]:.3f} and {pair[1]:.3f} s/epoch in two training processes: "
-          f"{statistics.mean(pair) / ours_s:.2f}x alone", flush=True)
+    print(
+        f"two at once  : medians {pair[0]:.3f} and {pair[1]:.3f} s/epoch in two training processes: "
+        f"{statistics.mean(pair) / ours_s:.2f}x alone",
+        flush=True,
+    )
 
     runs = [time_to_target(tuned_params, data, seed=0, target=args.target) for _ in range(args.tuned_repeats)]
     tuned_seconds = statistics.median(r[0] for r in runs)
     tuned_accuracy = runs[0][1]
     curves["tuned"] = runs[0][2]
     print(f"tuned        : {tuned_command()}")
-    print(f"tuned        : test accuracy {tuned_accuracy:.4f}; reached {args.target} after {tuned_seconds:.1f} s "
-          f"of training (median of {args.tuned_repeats})")
+    print(
+        f"tuned        : test accuracy {tuned_accuracy:.4f}; reached {args.target} after {tuned_seconds:.1f} s "
+        f"of training (median of {args.tuned_repeats})"
+    )
 
     args.out.mkdir(parents=True, exist_ok=True)
-    plot_curves({"article's loop, article settings": curves["article"],
-                 "this project, article settings": curves["ours"],
-                 "this project, tuned": curves["tuned"]}, args.out / "accuracy_vs_time.png", args.target)
+    plot_curves(
+        {
+            "article's loop, article settings": curves["article"],
+            "this project, article settings": curves["ours"],
+            "this project, tuned": curves["tuned"],
+        },
+        args.out / "accuracy_vs_time.png",
+        args.target,
+    )
     print(f"plot         : {args.out / 'accuracy_vs_time.png'}")
-    print(f"speedup={speedup:.2f} tuned_accuracy={tuned_accuracy:.4f} tuned_seconds={tuned_seconds:.2f} "
-          f"floor_ratio={ours_s / floor:.2f} contended_ratio={contended / ours_s:.2f} "
-          f"parallel_ratio={statistics.mean(pair) / ours_s:.2f} article_epoch_seconds={article_s:.2f}")
+    print(
+        f"speedup={speedup:.2f} tuned_accuracy={tuned_accuracy:.4f} tuned_seconds={tuned_seconds:.2f} "
+        f"floor_ratio={ours_s / floor:.2f} contended_ratio={contended / ours_s:.2f} "
+        f"parallel_ratio={statistics.mean(pair) / ours_s:.2f} article_epoch_seconds={article_s:.2f}"
+    )
     return 0 if agree else 1
 
 

@@ -43,8 +43,10 @@ def main() -> None:
     print(f"seed 0, other thread count: {other}")
     for key in ("test_accuracy", "test_loss"):
         values = [r[key] for r in runs.values()]
-        print(f"{key}: seed spread sd {statistics.stdev(values):.5f}, range {max(values) - min(values):.5f}; "
-              f"thread-count change moved seed 0 by {abs(other[key] - runs[0][key]):.5f}")
+        print(
+            f"{key}: seed spread sd {statistics.stdev(values):.5f}, range {max(values) - min(values):.5f}; "
+            f"thread-count change moved seed 0 by {abs(other[key] - runs[0][key]):.5f}"
+        )
 
 
 if __name__ == "__main__":

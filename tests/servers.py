@@ -59,11 +59,19 @@ def state_folder() -> Path:
 def server_env(state: Path, port: int, admin_password: str | None) -> dict[str, str]:
     """The environment `make server` would see: this checkout's package, this venv's tools, no
     tracking or auth settings of the developer running the tests."""
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("MLFLOW_TRACKING_", "MLFLOW_AUTH_", "MLFLOW_SERVER_"))}
-    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               PYTHONPATH=str(REPO / "src"), MLFLOW_SERVER_DIR=str(state), MLFLOW_PORT=str(port),
-               MLFLOW_HOST="127.0.0.1", MLFLOW_DISABLE_TELEMETRY="true")
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("MLFLOW_TRACKING_", "MLFLOW_AUTH_", "MLFLOW_SERVER_"))
+    }
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        PYTHONPATH=str(REPO / "src"),
+        MLFLOW_SERVER_DIR=str(state),
+        MLFLOW_PORT=str(port),
+        MLFLOW_HOST="127.0.0.1",
+        MLFLOW_DISABLE_TELEMETRY="true",
+    )
     env.pop("MLFLOW_WORKERS", None)  # the module's own default, as `make server` has it
     if admin_password is not None:
         env["MLFLOW_AUTH_ADMIN_PASSWORD"] = admin_password
@@ -71,8 +79,14 @@ def server_env(state: Path, port: int, admin_password: str | None) -> dict[str, 
 
 
 def server_cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "mnist_pipeline.server", *args], env=env,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.server", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+    )
     if check and done.returncode != 0:
         raise AssertionError(f"server {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
     return done
@@ -102,8 +116,9 @@ class TeamServer:
         self.outputs += [done.stdout, done.stderr]
         return done
 
-    def add_user(self, name: str, permission: str | None = None, experiment: str = "mnist-mlp",
-                 model: str | None = None) -> str:
+    def add_user(
+        self, name: str, permission: str | None = None, experiment: str = "mnist-mlp", model: str | None = None
+    ) -> str:
         """Create a user through the CLI, as an admin would, with `permission` on the experiment
         (and the registered model); return the user's password."""
         password = new_password()
@@ -114,8 +129,7 @@ class TeamServer:
         return password
 
     def client_env(self, user: str, password: str) -> dict[str, str]:
-        return {"MLFLOW_TRACKING_URI": self.url, "MLFLOW_TRACKING_USERNAME": user,
-                "MLFLOW_TRACKING_PASSWORD": password}
+        return {"MLFLOW_TRACKING_URI": self.url, "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
 
 
 @contextlib.contextmanager

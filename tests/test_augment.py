@@ -86,8 +86,13 @@ def steps_seen(params, data_dir) -> list[torch.Tensor]:
         seen.append(images.clone())
         return torch.zeros(()), torch.zeros(len(labels), 10)
 
-    engine.train_one_epoch(step, train, engine.shuffled_batches(len(train), 32, training.generator, CPU), None,
-                           engine.distortions(params.train.augment, training.augment_generator))
+    engine.train_one_epoch(
+        step,
+        train,
+        engine.shuffled_batches(len(train), 32, training.generator, CPU),
+        None,
+        engine.distortions(params.train.augment, training.augment_generator),
+    )
     return seen
 
 
@@ -124,7 +129,8 @@ def test_off_the_articles_run_is_the_committed_one_bit_for_bit():
     # its first epochs those of a 2-epoch run with the same params, to the last rounded digit.
     params = load_params(REPO / "params.yaml")
     assert not params.train.augment.active
-    records, _ = train_in_process(dataclasses.replace(params, train=dataclasses.replace(params.train, epochs=2)),
-                                  Path(MNIST_MIRROR))
+    records, _ = train_in_process(
+        dataclasses.replace(params, train=dataclasses.replace(params.train, epochs=2)), Path(MNIST_MIRROR)
+    )
     committed = json.loads((REPO / "metrics/history.json").read_text())[:2]
     assert [{k: round(v, 6) for k, v in r.items()} for r in records] == committed

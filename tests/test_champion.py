@@ -50,8 +50,13 @@ def with_store(folder: Path, checkpoint: Path, test_accuracy: float | None) -> N
 
 
 def predict(folder: Path, *options: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "mnist_pipeline.predict", *options, "one.png"], cwd=folder,
-                          env=clean_env(PYTHONPATH=str(REPO / "src")), capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.predict", *options, "one.png"],
+        cwd=folder,
+        env=clean_env(PYTHONPATH=str(REPO / "src")),
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("one.png: ")
     return done
@@ -65,9 +70,17 @@ def test_without_a_store_the_checkpoint_and_no_store_made(folder):
 def test_the_checkpoints_accuracy_is_the_evaluation_dvc_lock_ties_to_it(folder):
     (folder / "metrics").mkdir()
     (folder / "metrics" / "eval.json").write_text(json.dumps({"test_accuracy": 0.9147}))
-    md5 = {path: hashlib.md5((folder / path).read_bytes()).hexdigest() for path in ("models/model.pt", "metrics/eval.json")}
-    lock = {"stages": {"evaluate": {"deps": [{"path": "models/model.pt", "md5": md5["models/model.pt"]}],
-                                    "outs": [{"path": "metrics/eval.json", "md5": md5["metrics/eval.json"]}]}}}
+    md5 = {
+        path: hashlib.md5((folder / path).read_bytes()).hexdigest() for path in ("models/model.pt", "metrics/eval.json")
+    }
+    lock = {
+        "stages": {
+            "evaluate": {
+                "deps": [{"path": "models/model.pt", "md5": md5["models/model.pt"]}],
+                "outs": [{"path": "metrics/eval.json", "md5": md5["metrics/eval.json"]}],
+            }
+        }
+    }
     (folder / "dvc.lock").write_text(yaml.safe_dump(lock))
     said = "predict: model models/model.pt (mlp, test accuracy 91.47% (metrics/eval.json))\n"
     assert predict(folder).stderr == said
@@ -80,7 +93,9 @@ def test_the_champion_when_the_store_has_one_and_the_options_still_choose(folder
     said = f"predict: model {CHAMPION_URI} (version 1, mlp, test accuracy 91.23%)\n"
     assert predict(folder).stderr == said
     assert predict(folder, "--model", "models/model.pt").stderr.startswith("predict: model models/model.pt (mlp")
-    assert predict(folder, "--model-uri", f"models:/{NAME}/1").stderr.startswith(f"predict: model models:/{NAME}/1 (version 1,")
+    assert predict(folder, "--model-uri", f"models:/{NAME}/1").stderr.startswith(
+        f"predict: model models:/{NAME}/1 (version 1,"
+    )
 
 
 def test_a_store_without_a_champion_leaves_the_checkpoint(folder, untrained_model):

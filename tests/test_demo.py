@@ -43,8 +43,13 @@ def demo(request, untrained_model, tmp_path_factory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("demo") / "demo.log"
     command = [sys.executable, "-m", "mnist_pipeline.demo", "--model", str(checkpoint), "--port", str(port)]
     with open(log, "wb") as out:
-        server = subprocess.Popen(command, env=clean_env(PYTHONPATH=str(REPO / "src")), stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            command,
+            env=clean_env(PYTHONPATH=str(REPO / "src")),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_S
@@ -95,11 +100,15 @@ def test_answers_a_drawing_with_predicts_own_preprocessing(demo):
     assert np.allclose(answer["pixels"], preprocess.from_bytes(png(drawing)), atol=1e-3)
 
 
-@pytest.mark.parametrize("body, message", [
-    (png(Image.new("RGBA", (280, 280), "white")), "^blank image: no pixel differs from the background"),
-    (png(Image.new("RGBA", (280, 280), "white"))[:100], r"^not a readable image \(.*truncated"),
-    (b"", "^not a PNG or JPEG image$"),
-], ids=["blank", "damaged", "empty"])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (png(Image.new("RGBA", (280, 280), "white")), "^blank image: no pixel differs from the background"),
+        (png(Image.new("RGBA", (280, 280), "white"))[:100], r"^not a readable image \(.*truncated"),
+        (b"", "^not a PNG or JPEG image$"),
+    ],
+    ids=["blank", "damaged", "empty"],
+)
 def test_blank_or_unreadable_drawing_is_a_422_with_the_reason(demo, body, message):
     status, answer = post_drawing(demo, body)
     assert status == 422 and re.search(message, answer["error"]), answer

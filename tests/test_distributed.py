@@ -67,8 +67,16 @@ def test_two_ranks_end_with_identical_weights_and_the_curve_of_one_process(param
 
 # --- The train stage with train.processes = 2, as DVC runs it ---
 
-TRAIN_ARGS = ["--params", "params.yaml", "--data", "data", "--model", "models/model.pt",
-              "--history", "metrics/history.json"]
+TRAIN_ARGS = [
+    "--params",
+    "params.yaml",
+    "--data",
+    "data",
+    "--model",
+    "models/model.pt",
+    "--history",
+    "metrics/history.json",
+]
 
 
 def make_workdir(folder: Path, **train) -> Path:
@@ -78,13 +86,20 @@ def make_workdir(folder: Path, **train) -> Path:
 
 
 def stage_env(workdir: Path, **extra: str) -> dict:
-    return clean_env(**{"PYTHONPATH": str(REPO / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
-                        **extra})
+    return clean_env(
+        **{"PYTHONPATH": str(REPO / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}", **extra}
+    )
 
 
 def train(workdir: Path, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mnist_pipeline.stages.train", *TRAIN_ARGS], cwd=workdir,
-                          env=stage_env(workdir, **extra), capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.stages.train", *TRAIN_ARGS],
+        cwd=workdir,
+        env=stage_env(workdir, **extra),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def history(workdir: Path) -> list[dict]:
@@ -126,11 +141,12 @@ def test_a_batch_that_does_not_split_is_refused(tmp_path):
     workdir = make_workdir(tmp_path, processes=3)
     done = train(workdir)
     assert done.returncode == 1
-    assert done.stderr == ("error: params.yaml: train.batch_size = 32: must divide by the 3 processes "
-                           "that share each batch\n")
+    assert done.stderr == (
+        "error: params.yaml: train.batch_size = 32: must divide by the 3 processes that share each batch\n"
+    )
 
 
-FAIL_ON_RANK_1 = '''
+FAIL_ON_RANK_1 = """
 import os
 if os.environ.get("RANK") == "1":
     from mnist_pipeline import evaluation
@@ -144,7 +160,7 @@ if os.environ.get("RANK") == "1":
         return evaluate(model, data)
 
     evaluation.evaluate = failing
-'''
+"""
 
 
 @pytest.mark.slow
@@ -182,10 +198,22 @@ def uninterrupted(tmp_path_factory) -> list[dict]:
 def test_a_signal_stops_every_rank_and_a_rerun_resumes(tmp_path, sig, uninterrupted):
     workdir = make_workdir(tmp_path, **LONGER)
     # The data folder as an absolute path, so that pgrep finds every process of this run by it.
-    args = [sys.executable, "-m", "mnist_pipeline.stages.train", "--params", "params.yaml", "--data",
-            str(workdir / "data"), "--model", "models/model.pt", "--history", "metrics/history.json"]
-    proc = subprocess.Popen(args, cwd=workdir, env=stage_env(workdir), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    args = [
+        sys.executable,
+        "-m",
+        "mnist_pipeline.stages.train",
+        "--params",
+        "params.yaml",
+        "--data",
+        str(workdir / "data"),
+        "--model",
+        "models/model.pt",
+        "--history",
+        "metrics/history.json",
+    ]
+    proc = subprocess.Popen(
+        args, cwd=workdir, env=stage_env(workdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     state = workdir / "models" / "train_state.pt"
     deadline = time.monotonic() + 300
     while not state.exists():
@@ -208,6 +236,7 @@ def test_a_signal_stops_every_rank_and_a_rerun_resumes(tmp_path, sig, uninterrup
 
 # --- Two machines: two network namespaces joined by a veth pair, one rank each ---
 
+
 @pytest.mark.slow
 def test_two_machines_with_torchrun_give_the_two_process_result(two_hosts, two_processes, tmp_path):
     reference, _ = two_processes
@@ -216,12 +245,35 @@ def test_two_machines_with_torchrun_give_the_two_process_result(two_hosts, two_p
     nodes = []
     for name, is_host in (("a", 1), ("b", 0)):  # docs/distributed.md's command, one per machine
         ns, veth, address = two_hosts[name]
-        command = ["ip", "netns", "exec", ns, sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
-                   "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint={host}:29400",
-                   f"--rdzv-id={rdzv_id}", f"--rdzv-conf=is_host={is_host}", f"--local-addr={address}",
-                   "-m", "mnist_pipeline.stages.train", *TRAIN_ARGS]
-        nodes.append(subprocess.Popen(command, cwd=workdir, env=stage_env(workdir, GLOO_SOCKET_IFNAME=veth),
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        command = [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes=2",
+            "--nproc-per-node=1",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={host}:29400",
+            f"--rdzv-id={rdzv_id}",
+            f"--rdzv-conf=is_host={is_host}",
+            f"--local-addr={address}",
+            "-m",
+            "mnist_pipeline.stages.train",
+            *TRAIN_ARGS,
+        ]
+        nodes.append(
+            subprocess.Popen(
+                command,
+                cwd=workdir,
+                env=stage_env(workdir, GLOO_SOCKET_IFNAME=veth),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     outputs = [proc.communicate(timeout=600) for proc in nodes]
     for proc, (out, err) in zip(nodes, outputs, strict=True):
         assert proc.returncode == 0, out + err

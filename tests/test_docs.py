@@ -10,9 +10,10 @@ from pathlib import Path
 
 import yaml
 
-from support.tools import REPO, clean_env
 from mnist_pipeline.config import Params, flatten, from_dict, load_params
 from mnist_pipeline.errors import ParamsError
+
+from support.tools import REPO, clean_env
 
 README = REPO / "README.md"
 DOCS = [README, *sorted((REPO / "docs").glob("*.md"))]
@@ -182,7 +183,8 @@ def layout_entries() -> set[str]:
     """The paths docs/layout.md lists under src/mnist_pipeline/, nested by two spaces a level: `stages/train.py`."""
     text = (REPO / "docs" / "layout.md").read_text()
     block = next(body for _, body in FENCE.findall(text) if "\nsrc/mnist_pipeline/\n" in f"\n{body}")
-    entries, parents = set(), []
+    entries: set[str] = set()
+    parents: list[str] = []
     for line in block.split("src/mnist_pipeline/\n", 1)[1].splitlines():
         indent = len(line) - len(line.lstrip(" "))
         if indent == 0:

@@ -86,14 +86,16 @@ def test_label_smoothing_reaches_the_loss(params, tiny_mnist):
     smoothed = with_train(params, label_smoothing=0.2)
     loss, model = one_step_loss(smoothed, batch.images, batch.labels)
     expected = F.cross_entropy(model(batch.images), batch.labels, label_smoothing=0.2)
-    assert torch.allclose(loss, expected) and not torch.allclose(loss, F.cross_entropy(model(batch.images),
-                                                                                       batch.labels))
+    assert torch.allclose(loss, expected) and not torch.allclose(
+        loss, F.cross_entropy(model(batch.images), batch.labels)
+    )
 
 
 @pytest.mark.parametrize(("optimizer", "cls"), [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)])
 def test_momentum_and_weight_decay_reach_the_optimiser(params, optimizer, cls):
-    cfg = with_train(params, optimizer=optimizer, momentum=0.9 if optimizer == "sgd" else 0.0, weight_decay=0.05,
-                     lr=0.02)
+    cfg = with_train(
+        params, optimizer=optimizer, momentum=0.9 if optimizer == "sgd" else 0.0, weight_decay=0.05, lr=0.02
+    )
     training = engine.Training.create(cfg, 512, CPU)
     assert type(training.optimizer) is cls
     group = training.optimizer.param_groups[0]
@@ -116,8 +118,7 @@ def test_weight_decay_and_momentum_change_the_weights(params, tiny_mnist):
     assert not torch.equal(plain, weights_after_two_steps(with_train(params, weight_decay=0.1)))
     assert not torch.equal(plain, weights_after_two_steps(with_train(params, momentum=0.9)))
     adamw = with_train(params, optimizer="adamw", lr=0.01)
-    assert not torch.equal(weights_after_two_steps(adamw),
-                           weights_after_two_steps(with_train(adamw, weight_decay=0.5)))
+    assert not torch.equal(weights_after_two_steps(adamw), weights_after_two_steps(with_train(adamw, weight_decay=0.5)))
 
 
 def test_adamw_with_onecycle_runs(params, tiny_mnist):
@@ -167,15 +168,18 @@ def saved_state(params, tiny_mnist, tmp_path):
     return restore
 
 
-@pytest.mark.parametrize("change", [
-    lambda p: with_train(p, lr=0.05),
-    lambda p: with_train(p, batch_size=16),
-    lambda p: with_train(p, label_smoothing=0.1),
-    lambda p: dataclasses.replace(p, seed=1),
-    lambda p: dataclasses.replace(p, model=dataclasses.replace(p.model, hidden=(16,))),
-    lambda p: dataclasses.replace(p, data=dataclasses.replace(p.data, dataset="fashion-mnist")),
-    lambda p: augmented(p, rotation=10),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda p: with_train(p, lr=0.05),
+        lambda p: with_train(p, batch_size=16),
+        lambda p: with_train(p, label_smoothing=0.1),
+        lambda p: dataclasses.replace(p, seed=1),
+        lambda p: dataclasses.replace(p, model=dataclasses.replace(p.model, hidden=(16,))),
+        lambda p: dataclasses.replace(p, data=dataclasses.replace(p.data, dataset="fashion-mnist")),
+        lambda p: augmented(p, rotation=10),
+    ],
+)
 def test_resume_state_is_thrown_away_when_a_result_param_changes(params, saved_state, change):
     assert saved_state(params) is not None
     assert saved_state(change(params)) is None
@@ -186,10 +190,15 @@ def test_resume_state_is_thrown_away_when_the_raw_data_changes(params, saved_sta
     assert saved_state(params, other) is None
 
 
-@pytest.mark.parametrize("change", [
-    lambda p: dataclasses.replace(p, tracking=dataclasses.replace(p.tracking, experiment="x", registered_model="y")),
-    lambda p: with_train(p, resume=False),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda p: dataclasses.replace(
+            p, tracking=dataclasses.replace(p.tracking, experiment="x", registered_model="y")
+        ),
+        lambda p: with_train(p, resume=False),
+    ],
+)
 def test_resume_state_is_kept_when_only_tracking_or_the_resume_switch_change(params, saved_state, change):
     assert resume.fingerprint(change(params), "d", "cpu") == resume.fingerprint(params, "d", "cpu")
     assert saved_state(with_train(change(params), resume=True)) == ([], "run-1")
@@ -241,7 +250,8 @@ def test_confusion_matrix_and_per_class():
 @pytest.mark.real_data
 @pytest.mark.skipif(not MNIST_MIRROR, reason="needs MNIST_MIRROR (real MNIST files)")
 def test_real_mnist_three_epochs_at_lr_0_1(params):
-    fast = dataclasses.replace(with_train(params, lr=0.1, batch_size=64, epochs=3),
-                               model=dataclasses.replace(params.model, hidden=(128, 64)))
+    fast = dataclasses.replace(
+        with_train(params, lr=0.1, batch_size=64, epochs=3), model=dataclasses.replace(params.model, hidden=(128, 64))
+    )
     records, _ = train_in_process(fast, MNIST_MIRROR)
     assert records[-1]["test_accuracy"] >= 0.95, records

@@ -12,6 +12,7 @@ from support.tools import run_queue, sh
 
 pytestmark = pytest.mark.slow
 
+
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
     """A project whose default run (lr 0.1, batch 32) is committed, as this repo's is."""
@@ -27,17 +28,32 @@ def experiments(baseline):
     """Each way of running an experiment, once: --temp, two --queue'd at once, in the workspace, and
     back to the baseline's params (its plot stage then comes from DVC's run-cache).
     Returns {name: (lr, batch size, epochs)} and the last run's output."""
-    sh("dvc", "exp", "run", "--temp", "-n", "temp-bs64", "-S", "train.batch_size=64", "-S", "train.augment.rotation=15",
-       cwd=baseline)
+    sh(
+        "dvc",
+        "exp",
+        "run",
+        "--temp",
+        "-n",
+        "temp-bs64",
+        "-S",
+        "train.batch_size=64",
+        "-S",
+        "train.augment.rotation=15",
+        cwd=baseline,
+    )
     sh("dvc", "exp", "run", "--queue", "-n", "queued-a", "-S", "train.lr=0.05", cwd=baseline)
     sh("dvc", "exp", "run", "--queue", "-n", "queued-b", "-S", "train.lr=0.2", cwd=baseline)
     # Two at once, writing to the same SQLite store: no run and no metric point may be lost.
     run_queue(baseline, 2)
     sh("dvc", "exp", "run", "-n", "lr-001", "-S", "train.lr=0.01", "-S", "train.epochs=3", cwd=baseline)
-    back = sh("dvc", "exp", "run", "-n", "back", "-S", "train.lr=0.1", "-S", f"train.epochs={EPOCHS}",
-              cwd=baseline)
-    ran = {"temp-bs64": (0.1, 64, EPOCHS), "queued-a": (0.05, 32, EPOCHS), "queued-b": (0.2, 32, EPOCHS),
-           "lr-001": (0.01, 32, 3), "back": (0.1, 32, EPOCHS)}
+    back = sh("dvc", "exp", "run", "-n", "back", "-S", "train.lr=0.1", "-S", f"train.epochs={EPOCHS}", cwd=baseline)
+    ran = {
+        "temp-bs64": (0.1, 64, EPOCHS),
+        "queued-a": (0.05, 32, EPOCHS),
+        "queued-b": (0.2, 32, EPOCHS),
+        "lr-001": (0.01, 32, 3),
+        "back": (0.1, 32, EPOCHS),
+    }
     return ran, back
 
 
@@ -56,10 +72,15 @@ def test_dvc_lists_every_experiment_with_its_params(baseline, experiments):
     ran, _ = experiments
     rows = exp_rows(baseline)
     for name, (lr, batch_size, epochs) in ran.items():
-        assert (rows[name]["train"]["lr"], rows[name]["train"]["batch_size"], rows[name]["train"]["epochs"]) == \
-               (lr, batch_size, epochs), name
+        assert (rows[name]["train"]["lr"], rows[name]["train"]["batch_size"], rows[name]["train"]["epochs"]) == (
+            lr,
+            batch_size,
+            epochs,
+        ), name
     # A key of a group within a group, set with -S by its dotted name.
-    assert rows["temp-bs64"]["train"]["augment"]["rotation"] == 15 and rows["lr-001"]["train"]["augment"]["rotation"] == 0
+    assert (
+        rows["temp-bs64"]["train"]["augment"]["rotation"] == 15 and rows["lr-001"]["train"]["augment"]["rotation"] == 0
+    )
 
 
 def test_every_experiment_is_one_complete_run_in_the_one_store(baseline, experiments):

@@ -15,8 +15,11 @@ CPU = torch.device("cpu")
 def article(params, **train):
     """The article's network and optimiser, on the tiny data."""
     model = dataclasses.replace(params.model, hidden=(128, 64))
-    return dataclasses.replace(params, model=model, train=dataclasses.replace(
-        params.train, lr=0.001, batch_size=64, optimizer="sgd", momentum=0.0, **train))
+    return dataclasses.replace(
+        params,
+        model=model,
+        train=dataclasses.replace(params.train, lr=0.001, batch_size=64, optimizer="sgd", momentum=0.0, **train),
+    )
 
 
 def one_epoch(params, data, step_kind: str) -> engine.Training:

@@ -46,15 +46,32 @@ def workdir(tmp_path: Path) -> Path:
 def stage(name: str, workdir: Path, *args: str) -> subprocess.Popen:
     """Start a stage as DVC would, in `workdir`, logging to its own SQLite store."""
     # On the CPU, as train_in_process is, whether or not this machine has a GPU: the histories compared.
-    env = clean_env(PYTHONPATH=str(REPO / "src"), MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
-                    CUDA_VISIBLE_DEVICES="")
-    return subprocess.Popen([sys.executable, "-m", f"mnist_pipeline.stages.{name}", *args], cwd=workdir,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = clean_env(
+        PYTHONPATH=str(REPO / "src"), MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}", CUDA_VISIBLE_DEVICES=""
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", f"mnist_pipeline.stages.{name}", *args],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def train(workdir: Path) -> subprocess.Popen:
-    return stage("train", workdir, "--params", "params.yaml", "--data", "data", "--model", "models/model.pt",
-                 "--history", "metrics/history.json")
+    return stage(
+        "train",
+        workdir,
+        "--params",
+        "params.yaml",
+        "--data",
+        "data",
+        "--model",
+        "models/model.pt",
+        "--history",
+        "metrics/history.json",
+    )
 
 
 def wait_for_saved_state(proc: subprocess.Popen, workdir: Path) -> None:
@@ -156,10 +173,28 @@ def inside(workdir, monkeypatch):
     return workdir
 
 
-TRAIN_ARGS = ["--params", "params.yaml", "--data", "data", "--model", "models/model.pt",
-              "--history", "metrics/history.json"]
-EVALUATE_ARGS = ["--data", "data", "--model", "models/model.pt", "--metrics", "metrics/eval.json",
-                 "--predictions", "metrics/predictions.csv", "--robustness", "metrics/robustness.json"]
+TRAIN_ARGS = [
+    "--params",
+    "params.yaml",
+    "--data",
+    "data",
+    "--model",
+    "models/model.pt",
+    "--history",
+    "metrics/history.json",
+]
+EVALUATE_ARGS = [
+    "--data",
+    "data",
+    "--model",
+    "models/model.pt",
+    "--metrics",
+    "metrics/eval.json",
+    "--predictions",
+    "metrics/predictions.csv",
+    "--robustness",
+    "metrics/robustness.json",
+]
 
 
 def test_divergence_stops_before_writing_a_model(inside, capsys):

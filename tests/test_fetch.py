@@ -159,8 +159,9 @@ def test_a_normalised_gzip_header_is_restored_to_the_published_bytes(tmp_path):
     mtimes, files = {}, {}
     for i, path in enumerate(sorted(originals.iterdir())):
         raw = gzip.decompress(path.read_bytes())
-        with gzip.GzipFile(path.name.removesuffix(".gz"), "wb", fileobj=(out := path.open("wb")),
-                           mtime=1504176606 + i) as gz:
+        with gzip.GzipFile(
+            path.name.removesuffix(".gz"), "wb", fileobj=(out := path.open("wb")), mtime=1504176606 + i
+        ) as gz:
             gz.write(raw)
         out.close()
         mtimes[path.name], files[path.name] = 1504176606 + i, digest(path, "md5")
@@ -189,8 +190,9 @@ def test_download_stage_reports_a_clear_error(tmp_path, monkeypatch, capsys):
 def test_download_stage_refuses_an_unknown_dataset(tmp_path, capsys):
     write_tiny_params(tmp_path / "params.yaml", dataset="emnist")
     assert download.main(["--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "data")]) == 1
-    assert capsys.readouterr().err == (f"error: {tmp_path / 'params.yaml'}: data.dataset = 'emnist': "
-                                       "expected one of mnist, fashion-mnist\n")
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'params.yaml'}: data.dataset = 'emnist': expected one of mnist, fashion-mnist\n"
+    )
     assert not (tmp_path / "data").exists()
 
 

@@ -51,4 +51,3 @@ def test_a_direct_probe_ignores_the_proxy(answering, monkeypatch):
     assert health(url, timeout=5, direct=True) == 200
     with pytest.raises(Unreachable):
         health(url, timeout=5)  # through the proxy, which does not answer
-

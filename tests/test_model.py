@@ -38,8 +38,11 @@ def test_the_cnn_convolves_pools_and_ends_in_the_dense_layers():
 
 
 def test_the_cnn_learns_the_synthetic_digits(params, tiny_mnist):
-    cnn = dataclasses.replace(params, model=dataclasses.replace(params.model, kind="cnn", channels=(8, 16)),
-                              train=dataclasses.replace(params.train, optimizer="adamw", lr=0.01, epochs=2))
+    cnn = dataclasses.replace(
+        params,
+        model=dataclasses.replace(params.model, kind="cnn", channels=(8, 16)),
+        train=dataclasses.replace(params.train, optimizer="adamw", lr=0.01, epochs=2),
+    )
     records, training = train_in_process(cnn, tiny_mnist)
     assert isinstance(training.model, CNN) and records[-1]["test_accuracy"] > 0.9  # chance is 0.1
 

@@ -126,8 +126,10 @@ def test_a_fresh_clone_records_the_whole_run_though_dvc_skips_evaluate(fresh_clo
 
 def test_after_a_fresh_clone_the_champion_resolves_and_predicts(fresh_clone):
     _, clone, _ = fresh_clone
-    code = ("import mlflow, numpy as np; m = mlflow.pyfunc.load_model('models:/mnist-mlp@champion'); "
-            "print(np.asarray(m.predict(np.zeros((2, 1, 28, 28), dtype=np.float32))).shape[0])")
+    code = (
+        "import mlflow, numpy as np; m = mlflow.pyfunc.load_model('models:/mnist-mlp@champion'); "
+        "print(np.asarray(m.predict(np.zeros((2, 1, 28, 28), dtype=np.float32))).shape[0])"
+    )
     done = sh("python", "-c", code, cwd=clone, env=clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{clone / 'mlflow.db'}"))
     assert done.stdout.strip() == "2"
 

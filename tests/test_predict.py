@@ -35,9 +35,13 @@ def test_each_bad_image_gets_one_error_line_and_the_others_are_still_predicted(u
     images = ["one.png", "missing.jpg", "notes.png", "cut.png", "white.png", "one.jpg"]
 
     # As a user runs it: a fresh process, paths as typed, relative to the current folder.
-    done = subprocess.run([sys.executable, "-m", "mnist_pipeline.predict", "--model", str(untrained_model), *images],
-                          cwd=tmp_path, capture_output=True, text=True,
-                          env=clean_env(PYTHONPATH=str(REPO / "src")))
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.predict", "--model", str(untrained_model), *images],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=clean_env(PYTHONPATH=str(REPO / "src")),
+    )
     assert done.returncode == 1
     assert [re.fullmatch(rf"(\S+): {ANSWER}", line)[1] for line in done.stdout.splitlines()] == ["one.png", "one.jpg"]
     assert done.stderr.splitlines() == [
@@ -88,6 +92,8 @@ def test_accuracy_on_real_test_digits_as_scanned(trained_model, real_digits, tmp
     # The same model on the same digits as MNIST has them, without the round trip through files.
     as_in_mnist = inference.from_checkpoint(trained_model).predict(images[:, None].astype(np.float32) / 255).argmax(1)
     accuracy, baseline = (predicted == labels).mean(), (as_in_mnist == labels).mean()
-    print(f"predict: {accuracy:.1%} right on {len(labels)} real test digits as scanned; "
-          f"{baseline:.1%} on the same digits as MNIST has them")
+    print(
+        f"predict: {accuracy:.1%} right on {len(labels)} real test digits as scanned; "
+        f"{baseline:.1%} on the same digits as MNIST has them"
+    )
     assert accuracy >= 0.9 and accuracy >= baseline - 0.05

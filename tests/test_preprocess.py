@@ -62,12 +62,15 @@ def test_a_thin_pen_in_a_large_scan_keeps_full_strength_ink():
     assert ink_box(pixels) == (20, 12) and pixels.max() == 1
 
 
-@pytest.mark.parametrize("ink, paper, mode", [
-    ("white", "black", "RGB"),        # light on dark, as MNIST stores it
-    ("#14206e", "#faf4e1", "RGB"),    # navy pen on cream paper
-    ("#ebebb4", "#1e4628", "RGB"),    # chalk on a green board
-    (0, 255, "L"),                    # greyscale
-])
+@pytest.mark.parametrize(
+    "ink, paper, mode",
+    [
+        ("white", "black", "RGB"),  # light on dark, as MNIST stores it
+        ("#14206e", "#faf4e1", "RGB"),  # navy pen on cream paper
+        ("#ebebb4", "#1e4628", "RGB"),  # chalk on a green board
+        (0, 255, "L"),  # greyscale
+    ],
+)
 def test_same_digit_whatever_the_colours(ink, paper, mode):
     reference = preprocess.prepare(bar())
     assert np.allclose(preprocess.prepare(bar(ink=ink, paper=paper, mode=mode)), reference, atol=0.02)
@@ -112,11 +115,14 @@ def test_blank_means_no_pixel_more_than_32_levels_from_the_background():
     assert ink_box(preprocess.prepare(Image.fromarray(visible)))[0] == 20  # the mark alone, scaled
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"hello", r"^not a PNG or JPEG image$"),
-    (encoded(bar(), "PNG")[:300], r"^not a readable image \(.*truncated.*\)$"),
-    (encoded(bar(), "GIF"), r"^not a PNG or JPEG image$"),  # Pillow reads it, but only PNG and JPEG are let in
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"hello", r"^not a PNG or JPEG image$"),
+        (encoded(bar(), "PNG")[:300], r"^not a readable image \(.*truncated.*\)$"),
+        (encoded(bar(), "GIF"), r"^not a PNG or JPEG image$"),  # Pillow reads it, but only PNG and JPEG are let in
+    ],
+)
 def test_unreadable_bytes(data, message):
     with pytest.raises(ImageError, match=message):
         preprocess.from_bytes(data)

@@ -82,8 +82,13 @@ def weed_binary() -> str | None:
 def s3_client(endpoint: str, key: str, secret: str):
     """A plain S3 client (botocore, which dvc-s3 brings) to see the server as DVC does, with short timeouts."""
     return botocore.session.get_session().create_client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key, aws_secret_access_key=secret,
-        config=botocore.config.Config(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1}))
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        config=botocore.config.Config(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1}),
+    )
 
 
 def log_tail(log: Path, lines: int = 40) -> str:
@@ -95,21 +100,50 @@ def seaweedfs(folder: Path, weed: str, key: str, secret: str) -> Iterator[str]:
     """A SeaweedFS server on loopback with one identity and BUCKET; yields its S3 endpoint URL."""
     (folder / "data").mkdir(parents=True)
     config = folder / "s3.json"
-    config.write_text(json.dumps({"identities": [{
-        "name": "dvc", "credentials": [{"accessKey": key, "secretKey": secret}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "dvc",
+                        "credentials": [{"accessKey": key, "secretKey": secret}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
     config.chmod(0o600)
     master, volume, filer, s3, admin = free_ports(5)
     log = folder / "weed.log"
     with open(log, "wb") as out:
         server = subprocess.Popen(
-            [weed, "mini", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-             "-master.telemetry=false", f"-s3.config={config}", f"-bucket={BUCKET}",
-             f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}", f"-s3.port={s3}",
-             f"-admin.port={admin}", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-             # Its Unix sockets and logs default to /tmp; keep them with the rest of this server.
-             f"-s3.localSocket={folder / 's3.sock'}", f"-filer.localSocket={folder / 'filer.sock'}"],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(folder)})
+            [
+                weed,
+                "mini",
+                f"-dir={folder / 'data'}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-master.telemetry=false",
+                f"-s3.config={config}",
+                f"-bucket={BUCKET}",
+                f"-master.port={master}",
+                f"-volume.port={volume}",
+                f"-filer.port={filer}",
+                f"-s3.port={s3}",
+                f"-admin.port={admin}",
+                "-admin.ui=false",
+                "-webdav=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                # Its Unix sockets and logs default to /tmp; keep them with the rest of this server.
+                f"-s3.localSocket={folder / 's3.sock'}",
+                f"-filer.localSocket={folder / 'filer.sock'}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TMPDIR": str(folder)},
+        )
     endpoint = f"http://127.0.0.1:{s3}"
     try:
         wait_until_ready(server, s3_client(endpoint, key, secret), log)
@@ -137,7 +171,8 @@ def wait_until_ready(server: subprocess.Popen, client, log: Path) -> None:
         except (BotoCoreError, ClientError) as error:
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"weed mini not ready after {READY_WITHIN_S} s ({error}); {log}:\n{log_tail(log)}") from None
+                    f"weed mini not ready after {READY_WITHIN_S} s ({error}); {log}:\n{log_tail(log)}"
+                ) from None
         time.sleep(0.1)
 
 
@@ -149,8 +184,11 @@ def files_under(root: Path) -> set[str]:
 def remote(request, tmp_path: Path) -> Iterator[Remote]:
     if request.param == "folder":
         folder = tmp_path / "remote-folder"
-        yield Remote(str(folder), lambda: files_under(folder) if folder.exists() else set(),
-                     ci_secrets={"DVC_REMOTE_URL": str(folder)})
+        yield Remote(
+            str(folder),
+            lambda: files_under(folder) if folder.exists() else set(),
+            ci_secrets={"DVC_REMOTE_URL": str(folder)},
+        )
         return
     weed = weed_binary()
     if weed is None:
@@ -165,10 +203,18 @@ def remote(request, tmp_path: Path) -> Iterator[Remote]:
             return {o["Key"].removeprefix(prefix) for page in pages for o in page.get("Contents", [])}
 
         url = f"s3://{BUCKET}/{prefix}"
-        yield Remote(url, objects, shared={"endpointurl": endpoint},
-                     secret={"access_key_id": key, "secret_access_key": secret},
-                     ci_secrets={"DVC_REMOTE_URL": url, "DVC_REMOTE_ENDPOINT_URL": endpoint,
-                                 "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret})
+        yield Remote(
+            url,
+            objects,
+            shared={"endpointurl": endpoint},
+            secret={"access_key_id": key, "secret_access_key": secret},
+            ci_secrets={
+                "DVC_REMOTE_URL": url,
+                "DVC_REMOTE_ENDPOINT_URL": endpoint,
+                "AWS_ACCESS_KEY_ID": key,
+                "AWS_SECRET_ACCESS_KEY": secret,
+            },
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,11 @@ def test_git_ignores_every_datasets_folder_so_dvc_writes_no_gitignore_there(tmp_
 def test_loads_without_torch(module):
     # preprocess: pure PIL and numpy; ui prints a link and starts MLflow's server; env: the server imports it.
     check = f"import sys, {module}; sys.exit('torch' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", check], env=clean_env(PYTHONPATH=str(REPO / "src")),
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", check],
+        env=clean_env(PYTHONPATH=str(REPO / "src")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr or f"{module} imported torch"

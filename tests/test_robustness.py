@@ -86,6 +86,8 @@ def test_report_is_the_share_answered_right_on_each_distortion():
 def test_the_report_is_the_same_every_time():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
-    test = Split(torch.rand(64, 1, *IMAGE_SHAPE, generator=torch.Generator().manual_seed(1)),
-                 torch.from_numpy(np.arange(64) % 10))
+    test = Split(
+        torch.rand(64, 1, *IMAGE_SHAPE, generator=torch.Generator().manual_seed(1)),
+        torch.from_numpy(np.arange(64) % 10),
+    )
     assert robustness.report(model, test) == robustness.report(model, test)

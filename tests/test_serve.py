@@ -71,8 +71,9 @@ def start_serving(root: Path, env: dict) -> tuple[str, subprocess.Popen, Path]:
     log = root / "serve.log"
     command = [sys.executable, "-m", "mnist_pipeline.serve", "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "wb") as out:
-        server = subprocess.Popen(command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, server, log)  # the scoring server answers /health once the model is loaded
@@ -139,14 +140,21 @@ def test_reads_real_test_digits(scoring_server, real_digits):
     assert (classes == labels).mean() >= 0.9
 
 
-@pytest.mark.parametrize("body, content_type, message", [
-    (b"not json", "application/json", "Ensure that input is a valid JSON formatted string"),
-    (json.dumps({"inputs": np.zeros((2, 28, 28)).tolist()}).encode(), "application/json",
-     r"Shape of input \(2, 28, 28\) does not match expected shape \(-1, 1, 28, 28\)"),
-    (json.dumps({"inputs": [[["a"]]]}).encode(), "application/json", "could not convert string to float"),
-    (json.dumps({"pixels": [0.5]}).encode(), "application/json", "must be a JSON dictionary with exactly one of"),
-    (b"1,2,3", "text/plain", "only supports the following content types"),
-], ids=["not-json", "wrong-shape", "not-numbers", "unknown-key", "wrong-content-type"])
+@pytest.mark.parametrize(
+    "body, content_type, message",
+    [
+        (b"not json", "application/json", "Ensure that input is a valid JSON formatted string"),
+        (
+            json.dumps({"inputs": np.zeros((2, 28, 28)).tolist()}).encode(),
+            "application/json",
+            r"Shape of input \(2, 28, 28\) does not match expected shape \(-1, 1, 28, 28\)",
+        ),
+        (json.dumps({"inputs": [[["a"]]]}).encode(), "application/json", "could not convert string to float"),
+        (json.dumps({"pixels": [0.5]}).encode(), "application/json", "must be a JSON dictionary with exactly one of"),
+        (b"1,2,3", "text/plain", "only supports the following content types"),
+    ],
+    ids=["not-json", "wrong-shape", "not-numbers", "unknown-key", "wrong-content-type"],
+)
 def test_malformed_input_gets_4xx_with_a_message_and_serving_goes_on(scoring_server, body, content_type, message):
     request = urllib.request.Request(f"{scoring_server}/invocations", data=body, headers={"Content-Type": content_type})
     with pytest.raises(urllib.error.HTTPError) as refused:
@@ -161,8 +169,9 @@ def test_logged_model_declares_its_input_output_and_pins(champion):
     uri, _, _ = champion
     mlflow.set_tracking_uri(uri)
     info = mlflow.models.get_model_info(CHAMPION_URI)
-    assert info.signature.inputs.to_dict() == [{"type": "tensor", "tensor-spec": {"dtype": "float32",
-                                                                                  "shape": (-1, 1, 28, 28)}}]
+    assert info.signature.inputs.to_dict() == [
+        {"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": (-1, 1, 28, 28)}}
+    ]
     assert info.signature.outputs.to_dict() == [
         {"type": "long", "name": "class", "required": True},
         {"type": "array", "items": {"type": "double"}, "name": "probabilities", "required": True},
@@ -183,10 +192,20 @@ def test_predict_takes_the_model_from_the_store(champion, tmp_path):
     ImageDraw.Draw(image).ellipse([50, 25, 150, 175], outline="black", width=14)
     image.save(tmp_path / "zero.png")
     env = clean_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO / "src"))
-    by_uri = subprocess.run([sys.executable, "-m", "mnist_pipeline.predict", "--model-uri", CHAMPION_URI,
-                             "--top", "2", "zero.png"], cwd=tmp_path, env=env, capture_output=True, text=True)
-    by_file = subprocess.run([sys.executable, "-m", "mnist_pipeline.predict", "--model", str(checkpoint),
-                              "--top", "2", "zero.png"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    by_uri = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.predict", "--model-uri", CHAMPION_URI, "--top", "2", "zero.png"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    by_file = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.predict", "--model", str(checkpoint), "--top", "2", "zero.png"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert by_uri.returncode == 0, by_uri.stderr
     # Which model, and no progress bars or warnings around the answer.
     assert by_uri.stderr == f"predict: model {CHAMPION_URI} (version 1, mlp, test accuracy not known)\n"
@@ -197,7 +216,12 @@ def test_predict_takes_the_model_from_the_store(champion, tmp_path):
 def test_predict_names_a_model_uri_it_cannot_load(champion, tmp_path):
     uri, _, _ = champion
     env = clean_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO / "src"))
-    done = subprocess.run([sys.executable, "-m", "mnist_pipeline.predict", "--model-uri", "models:/mnist-mlp@nobody",
-                           "any.png"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.predict", "--model-uri", "models:/mnist-mlp@nobody", "any.png"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1 and done.stdout == ""
     assert re.fullmatch(r"error: models:/mnist-mlp@nobody: cannot load this MLflow model \(.*\)\n", done.stderr)

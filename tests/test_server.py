@@ -37,14 +37,16 @@ SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
 
 
-def http(url: str, method: str = "GET", user: str | None = None, password: str | None = None,
-         body: dict | None = None) -> int:
+def http(
+    url: str, method: str = "GET", user: str | None = None, password: str | None = None, body: dict | None = None
+) -> int:
     """The status of one real HTTP request, with basic-auth credentials when given."""
     headers = {"Content-Type": "application/json"}
     if user is not None:
         headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    request = urllib.request.Request(url, method=method, headers=headers,
-                                     data=None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(
+        url, method=method, headers=headers, data=None if body is None else json.dumps(body).encode()
+    )
     try:
         with DIRECT.open(request, timeout=30) as response:
             return response.status
@@ -55,6 +57,7 @@ def http(url: str, method: str = "GET", user: str | None = None, password: str |
 @pytest.fixture
 def as_user(monkeypatch):
     """An MLflow client of a server as a user (or with no credentials at all)."""
+
     def client(url: str, user: str | None = None, password: str | None = None) -> MlflowClient:
         monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         for name, value in (("MLFLOW_TRACKING_USERNAME", user), ("MLFLOW_TRACKING_PASSWORD", password)):
@@ -63,6 +66,7 @@ def as_user(monkeypatch):
             else:
                 monkeypatch.setenv(name, value)
         return MlflowClient(url)
+
     return client
 
 
@@ -81,6 +85,7 @@ def postmaster_pid(state: Path) -> int:
 
 
 # --- fast: refused before anything starts ---
+
 
 @pytest.mark.parametrize("password", [None, "", "eleven-char"])
 def test_start_without_a_good_admin_password_says_what_to_set(password):
@@ -106,8 +111,10 @@ def test_start_on_a_busy_port_says_so():
         finally:
             shutil.rmtree(state.parent)
     assert done.returncode == 1
-    assert done.stderr == (f"error: cannot listen on 127.0.0.1:{port}: Address already in use; another server "
-                           f"(`make ui`?) may hold it: set MLFLOW_PORT to a free port\n")
+    assert done.stderr == (
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use; another server "
+        f"(`make ui`?) may hold it: set MLFLOW_PORT to a free port\n"
+    )
 
 
 def test_missing_postgres_programs_name_the_package(tmp_path, monkeypatch):
@@ -134,6 +141,7 @@ def test_postgres_programs_on_path_lead_to_their_real_folder(tmp_path, monkeypat
 
 
 # --- the shared server ---
+
 
 @pytest.mark.slow
 def test_health_is_open_but_the_api_needs_credentials(team_server):
@@ -193,7 +201,8 @@ def test_admin_commands_explain_what_went_wrong(team_server):
     refused = team_server.cli("grant", ADMIN, "x", "READ", check=False, MLFLOW_AUTH_ADMIN_PASSWORD="wrong-password-123")
     assert refused.returncode == 1 and refused.stderr == (
         f"error: {team_server.url}: HTTP 401: the admin's credentials were refused: set "
-        f"MLFLOW_AUTH_ADMIN_PASSWORD to the admin's password\n")
+        f"MLFLOW_AUTH_ADMIN_PASSWORD to the admin's password\n"
+    )
     unknown = team_server.cli("grant", "nobody", "shared-errors", "READ", check=False)
     assert unknown.stderr == f"error: {team_server.url}: HTTP 404: User with username=nobody not found\n"
     found = f"{team_server.url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=shared-errors"
@@ -204,10 +213,17 @@ def test_admin_commands_explain_what_went_wrong(team_server):
     short = team_server.cli("add-user", "dave", check=False, MLFLOW_NEW_USER_PASSWORD="short")
     assert short.stderr == "error: the password for dave is shorter than 12 characters\n"
     unasked = team_server.cli("add-user", "dave", check=False)  # no variable, no terminal to ask on
-    assert unasked.stderr == ("error: no password for dave: set MLFLOW_NEW_USER_PASSWORD, "
-                              "or run this in a terminal to be asked\n")
-    down = team_server.cli("add-user", "dave", "--url", f"http://127.0.0.1:{free_port()}", check=False,
-                           MLFLOW_NEW_USER_PASSWORD=new_password())
+    assert unasked.stderr == (
+        "error: no password for dave: set MLFLOW_NEW_USER_PASSWORD, or run this in a terminal to be asked\n"
+    )
+    down = team_server.cli(
+        "add-user",
+        "dave",
+        "--url",
+        f"http://127.0.0.1:{free_port()}",
+        check=False,
+        MLFLOW_NEW_USER_PASSWORD=new_password(),
+    )
     assert down.returncode == 1 and "Connection refused); start one with `make server`" in down.stderr
 
 
@@ -226,6 +242,7 @@ def test_no_password_in_what_the_server_commands_print_or_write(team_server):
 
 
 # --- own servers: failures, and the Makefile for real ---
+
 
 @pytest.mark.slow
 @needs_postgres
@@ -257,8 +274,14 @@ def test_make_server_and_server_stop(as_user):
 
     def make(target: str, **extra: str) -> subprocess.CompletedProcess:
         # -o: never rebuild the venv here, whatever the timestamps; it is the one running the tests.
-        return subprocess.run(["make", "-o", ".venv/.installed", target], cwd=REPO, env={**env, **extra},
-                              capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            ["make", "-o", ".venv/.installed", target],
+            cwd=REPO,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     try:
         started = time.monotonic()

@@ -15,9 +15,16 @@ from servers import free_port, needs_postgres, new_password, server_cli, server_
 AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
 
 
-@pytest.mark.parametrize(("host", "url"), [("127.0.0.1", "http://127.0.0.1:5000"), ("::1", "http://[::1]:5000"),
-                                           ("0.0.0.0", "http://127.0.0.1:5000"), ("::", "http://[::1]:5000"),
-                                           ("mlflow.example.com", "http://mlflow.example.com:5000")])
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:5000"),
+        ("::1", "http://[::1]:5000"),
+        ("0.0.0.0", "http://127.0.0.1:5000"),
+        ("::", "http://[::1]:5000"),
+        ("mlflow.example.com", "http://mlflow.example.com:5000"),
+    ],
+)
 def test_local_urls_put_ipv6_addresses_in_brackets(host, url):
     assert local_url(host, 5000) == url
 
@@ -70,8 +77,10 @@ def test_a_state_folder_postgres_cannot_enter_is_refused_before_anything_starts(
         state.chmod(0o700)
         done = server_cli("start", env=server_env(state, free_port(), new_password()), check=False)
         assert done.returncode == 1 and done.stdout == ""
-        assert done.stderr == (f"error: PostgreSQL runs as `postgres`, which cannot pass through {state} (mode 700): "
-                               f"let it (chmod o+x {state}), or set MLFLOW_SERVER_DIR to a folder it can reach\n")
+        assert done.stderr == (
+            f"error: PostgreSQL runs as `postgres`, which cannot pass through {state} (mode 700): "
+            f"let it (chmod o+x {state}), or set MLFLOW_SERVER_DIR to a folder it can reach\n"
+        )
         assert state.stat().st_mode & 0o777 == 0o700 and not list(state.iterdir())
     finally:
         server_cli("stop", env=server_env(state, free_port(), None), check=False)
@@ -88,19 +97,34 @@ def test_an_empty_secret_key_left_by_a_crash_is_replaced(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["flask-secret-key"]  # no temporary file left
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    ({}, "STUDIES_HOST opens the studies database, and STUDIES_PASSWORD is not set: set it to the password of "
-         "its role `studies`, at least 12 characters"),
-    ({"STUDIES_PASSWORD": "eleven-char"}, "STUDIES_HOST opens the studies database, and STUDIES_PASSWORD is "
-                                          "shorter than 12 characters: set it to the password of its role `studies`, "
-                                          "at least 12 characters"),
-    ({"STUDIES_PASSWORD": "pässwörd-1234"}, "STUDIES_PASSWORD holds characters other than printable ASCII: "
-                                            "choose one without them"),
-    ({"STUDIES_PORT": "65536", "STUDIES_PASSWORD": "long-enough-1234"},
-     "STUDIES_PORT = '65536': expected a port number (1-65535)"),
-    ({"STUDIES_HOST": "a b", "STUDIES_PASSWORD": "long-enough-1234"},
-     "STUDIES_HOST = 'a b': expected one address or host name to listen on (0.0.0.0 or * for every interface)"),
-])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {},
+            "STUDIES_HOST opens the studies database, and STUDIES_PASSWORD is not set: set it to the password of "
+            "its role `studies`, at least 12 characters",
+        ),
+        (
+            {"STUDIES_PASSWORD": "eleven-char"},
+            "STUDIES_HOST opens the studies database, and STUDIES_PASSWORD is "
+            "shorter than 12 characters: set it to the password of its role `studies`, "
+            "at least 12 characters",
+        ),
+        (
+            {"STUDIES_PASSWORD": "pässwörd-1234"},
+            "STUDIES_PASSWORD holds characters other than printable ASCII: choose one without them",
+        ),
+        (
+            {"STUDIES_PORT": "65536", "STUDIES_PASSWORD": "long-enough-1234"},
+            "STUDIES_PORT = '65536': expected a port number (1-65535)",
+        ),
+        (
+            {"STUDIES_HOST": "a b", "STUDIES_PASSWORD": "long-enough-1234"},
+            "STUDIES_HOST = 'a b': expected one address or host name to listen on (0.0.0.0 or * for every interface)",
+        ),
+    ],
+)
 def test_a_studies_database_without_a_good_setting_is_refused_before_anything_starts(settings, message):
     state = state_folder()
     try:
@@ -115,11 +139,16 @@ def test_a_studies_database_without_a_good_setting_is_refused_before_anything_st
 def test_the_studies_port_must_differ_from_mlflows():
     state, port = state_folder(), free_port()
     try:
-        env = {**server_env(state, port, new_password()), "STUDIES_HOST": "127.0.0.1", "STUDIES_PORT": str(port),
-               "STUDIES_PASSWORD": new_password()}
+        env = {
+            **server_env(state, port, new_password()),
+            "STUDIES_HOST": "127.0.0.1",
+            "STUDIES_PORT": str(port),
+            "STUDIES_PASSWORD": new_password(),
+        }
         done = server_cli("start", env=env, check=False)
-        assert done.stderr == (f"error: STUDIES_PORT and MLFLOW_PORT are both {port}: give the studies database "
-                               "another port\n")
+        assert done.stderr == (
+            f"error: STUDIES_PORT and MLFLOW_PORT are both {port}: give the studies database another port\n"
+        )
         assert not state.exists()
     finally:
         shutil.rmtree(state.parent)

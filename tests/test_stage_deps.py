@@ -15,8 +15,9 @@ PACKAGE = "mnist_pipeline"
 # (a folder: all of it): changing them, or what only they import, must not rerun it. The train stage
 # writes the MLflow record (the tracking package), with the plots and the robustness figures of the
 # saved model (plots and robustness: real deps of the plot and evaluate stages, which write them for DVC).
-REPORT_ONLY = {"train": ("src/mnist_pipeline/tracking/", "src/mnist_pipeline/plots.py",
-                         "src/mnist_pipeline/robustness.py")}
+REPORT_ONLY = {
+    "train": ("src/mnist_pipeline/tracking/", "src/mnist_pipeline/plots.py", "src/mnist_pipeline/robustness.py")
+}
 
 
 def module_path(name: str) -> Path | None:

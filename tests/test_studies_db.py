@@ -56,28 +56,46 @@ class StudiesServer:
     def start(self, password: str) -> subprocess.CompletedProcess:
         self.password = password
         self.passwords.append(password)
-        done = subprocess.run([sys.executable, "-c", AUDITED, str(self.commands), "start"],
-                              env={**self.env, "STUDIES_PASSWORD": password}, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-c", AUDITED, str(self.commands), "start"],
+            env={**self.env, "STUDIES_PASSWORD": password},
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=600,
+        )
         self.outputs += [done.stdout, done.stderr]
         assert done.returncode == 0, done.stdout + done.stderr
         return done
 
-    def connect(self, password: str | None = None, database: str = "studies", user: str = "studies",
-                host: str = "127.0.0.1"):
-        return contextlib.closing(psycopg2.connect(
-            host=host, port=self.port, user=user, password=self.password if password is None else password,
-            dbname=database, connect_timeout=10))
+    def connect(
+        self, password: str | None = None, database: str = "studies", user: str = "studies", host: str = "127.0.0.1"
+    ):
+        return contextlib.closing(
+            psycopg2.connect(
+                host=host,
+                port=self.port,
+                user=user,
+                password=self.password if password is None else password,
+                dbname=database,
+                connect_timeout=10,
+            )
+        )
 
 
 @pytest.fixture(scope="module")
 def studies_server() -> Iterator[StudiesServer]:
     state, port, db_port = state_folder(), free_port(), free_port()
     host = "::1" if IPV6 else "127.0.0.1"
-    env = {**server_env(state, port, new_password()), "MLFLOW_HOST": host, "STUDIES_HOST": "127.0.0.1",
-           "STUDIES_PORT": str(db_port)}
-    server = StudiesServer(state, env, f"http://{'[::1]' if IPV6 else host}:{port}", db_port,
-                           state.parent / "commands.txt")
+    env = {
+        **server_env(state, port, new_password()),
+        "MLFLOW_HOST": host,
+        "STUDIES_HOST": "127.0.0.1",
+        "STUDIES_PORT": str(db_port),
+    }
+    server = StudiesServer(
+        state, env, f"http://{'[::1]' if IPV6 else host}:{port}", db_port, state.parent / "commands.txt"
+    )
     try:
         server.start(new_password())
         yield server
@@ -88,8 +106,11 @@ def studies_server() -> Iterator[StudiesServer]:
 
 def tcp_ports(pid: int) -> set[int]:
     """The TCP ports a process listens on: its sockets' inodes, looked up in the kernel's tables."""
-    inodes = {link.readlink().name[8:-1] for link in Path(f"/proc/{pid}/fd").iterdir()
-              if link.readlink().name.startswith("socket:[")}
+    inodes = {
+        link.readlink().name[8:-1]
+        for link in Path(f"/proc/{pid}/fd").iterdir()
+        if link.readlink().name.startswith("socket:[")
+    }
     ports = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
@@ -104,16 +125,19 @@ def postmaster(state: Path) -> int:
 
 
 def workers_lines(port: int) -> str:
-    return (f"studies database: open on 127.0.0.1:{port} to role studies, by password\n"
-            f"  Workers: export PGPASSWORD (the STUDIES_PASSWORD) and use "
-            f"postgresql+psycopg2://studies@127.0.0.1:{port}/studies\n")
+    return (
+        f"studies database: open on 127.0.0.1:{port} to role studies, by password\n"
+        f"  Workers: export PGPASSWORD (the STUDIES_PASSWORD) and use "
+        f"postgresql+psycopg2://studies@127.0.0.1:{port}/studies\n"
+    )
 
 
 def test_start_and_status_say_where_workers_connect(studies_server):
     assert workers_lines(studies_server.port) in studies_server.outputs[0]
     status = server_cli("status", env=studies_server.env)
-    assert status.stdout.startswith(f"postgres: running ({studies_server.state / 'postgres'})\n"
-                                    + workers_lines(studies_server.port))
+    assert status.stdout.startswith(
+        f"postgres: running ({studies_server.state / 'postgres'})\n" + workers_lines(studies_server.port)
+    )
 
 
 def test_the_role_connects_over_tcp_with_its_password_and_owns_only_its_database(studies_server):
@@ -125,8 +149,9 @@ def test_the_role_connects_over_tcp_with_its_password_and_owns_only_its_database
         assert cur.fetchone() == (1,)
         cur.execute("SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user")
         assert cur.fetchone() == (False, False, False)
-        cur.execute("SELECT datname FROM pg_database WHERE datdba = (SELECT oid FROM pg_roles WHERE rolname = "
-                    "current_user)")
+        cur.execute(
+            "SELECT datname FROM pg_database WHERE datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user)"
+        )
         assert cur.fetchall() == [("studies",)]
         conn.rollback()
 

@@ -22,10 +22,18 @@ from support.synthetic import write_synthetic_mnist
 from support.tools import REPO, clean_env, sh
 
 TINY_STUDY = {
-    "trials": 6, "epochs": 3, "validation": 200, "pruner": "median", "seed": 0,
+    "trials": 6,
+    "epochs": 3,
+    "validation": 200,
+    "pruner": "median",
+    "seed": 0,
     "params": {"model.kind": "mlp", "model.hidden": [32]},
-    "space": {"train.lr": {"float": [0.01, 0.3], "log": True}, "train.optimizer": {"choices": ["sgd", "adamw"]},
-              "model.dropout": {"float": [0.0, 0.3]}, "train.batch_size": {"int": [16, 64]}},
+    "space": {
+        "train.lr": {"float": [0.01, 0.3], "log": True},
+        "train.optimizer": {"choices": ["sgd", "adamw"]},
+        "model.dropout": {"float": [0.0, 0.3]},
+        "train.batch_size": {"int": [16, 64]},
+    },
 }
 
 
@@ -46,25 +54,38 @@ def folder(tmp_path) -> Path:
 
 
 def sweep(root: Path, *args: str, **popen) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mnist_pipeline.sweep", *args], cwd=root, capture_output=True,
-                          text=True, env=clean_env(PYTHONPATH=str(REPO / "src")), timeout=600, **popen)
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.sweep", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=clean_env(PYTHONPATH=str(REPO / "src")),
+        timeout=600,
+        **popen,
+    )
 
 
 def trials(root: Path, name: str = "tiny") -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=open_storage(None, root)).get_trials()
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"epochs": 3, "batches": 2}, "studies.tiny: unknown key batches"),
-    ({"space": {"train.lr": {"float": [0.1, 0.01]}}}, "an empty or inverted range"),
-    ({"space": {"train.lr": {"float": [0.1, 0.1]}}}, "an empty or inverted range"),
-    ({"space": {"train.batch_size": {"int": [0, 64]}}}, "params.yaml would refuse: .*train.batch_size = 0: must be >= 1"),
-    ({"space": {"train.optimizer": {"choices": ["sgd", "adam"]}}}, "train.optimizer = 'adam': expected one of"),
-    ({"params": {"model.kind": "rnn"}}, "model.kind = 'rnn': expected one of mlp, cnn"),
-    ({"space": {"train.lrate": {"float": [0.01, 0.1]}}}, "train.lrate is not a params.yaml key"),
-    ({"space": {"train.lr": {"float": [0.0, 0.1], "log": True}}}, "true only for a range above 0"),
-    ({"pruner": "asha"}, "pruner = 'asha': expected one of hyperband, median, none"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"epochs": 3, "batches": 2}, "studies.tiny: unknown key batches"),
+        ({"space": {"train.lr": {"float": [0.1, 0.01]}}}, "an empty or inverted range"),
+        ({"space": {"train.lr": {"float": [0.1, 0.1]}}}, "an empty or inverted range"),
+        (
+            {"space": {"train.batch_size": {"int": [0, 64]}}},
+            "params.yaml would refuse: .*train.batch_size = 0: must be >= 1",
+        ),
+        ({"space": {"train.optimizer": {"choices": ["sgd", "adam"]}}}, "train.optimizer = 'adam': expected one of"),
+        ({"params": {"model.kind": "rnn"}}, "model.kind = 'rnn': expected one of mlp, cnn"),
+        ({"space": {"train.lrate": {"float": [0.01, 0.1]}}}, "train.lrate is not a params.yaml key"),
+        ({"space": {"train.lr": {"float": [0.0, 0.1], "log": True}}}, "true only for a range above 0"),
+        ({"pruner": "asha"}, "pruner = 'asha': expected one of hyperband, median, none"),
+    ],
+)
 def test_a_bad_sweep_file_is_one_error_line_before_any_work(folder, change, message, monkeypatch, capsys):
     write_sweep(folder, **change)
     monkeypatch.chdir(folder)
@@ -80,13 +101,15 @@ def test_a_bad_sweep_file_is_one_error_line_before_any_work(folder, change, mess
 def test_an_unknown_study_and_an_unreachable_storage_are_one_error_line(folder):
     unknown = sweep(folder, "run", "mlp2")
     assert unknown.returncode == 1 and unknown.stderr.strip() == (
-        f"error: {folder / 'sweep.yaml'}: no study 'mlp2' (studies: tiny)")
+        f"error: {folder / 'sweep.yaml'}: no study 'mlp2' (studies: tiny)"
+    )
     started = time.monotonic()
     down = sweep(folder, "run", "tiny", "--storage", "postgresql+psycopg2://studies@127.0.0.1:9/studies")
     assert down.returncode == 1 and time.monotonic() - started < 30
     lines = down.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
-        "error: study storage postgresql+psycopg2://studies@127.0.0.1:9/studies cannot be used:"), down.stderr
+        "error: study storage postgresql+psycopg2://studies@127.0.0.1:9/studies cannot be used:"
+    ), down.stderr
     assert "refused" in lines[0]
     assert not (folder / JOURNAL).exists() and not (folder / "mlflow.db").exists()
 
@@ -105,21 +128,31 @@ def test_one_worker_repeats_a_fresh_study_exactly_and_never_reads_the_test_files
         (other / name).write_text((folder / name).read_text())
     (other / "data").symlink_to(folder / "data")
     # Both at once: one worker each, two fresh studies.
-    runs = [subprocess.Popen([sys.executable, "-m", "mnist_pipeline.sweep", "run", "tiny"], cwd=root, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(PYTHONPATH=str(REPO / "src")))
-            for root in (folder, other)]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mnist_pipeline.sweep", "run", "tiny"],
+            cwd=root,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=clean_env(PYTHONPATH=str(REPO / "src")),
+        )
+        for root in (folder, other)
+    ]
     (out, err), (_, other_err) = (run.communicate(timeout=600) for run in runs)
     assert [run.returncode for run in runs] == [0, 0], err + other_err
     first = subprocess.CompletedProcess([], 0, out, err)
     a, b = trials(folder), trials(other)
     assert len(a) == 6 and all(t.state.name in ("COMPLETE", "PRUNED") for t in a)
-    assert [(t.params, t.value, t.state, t.intermediate_values) for t in a] == \
-           [(t.params, t.value, t.state, t.intermediate_values) for t in b]
+    assert [(t.params, t.value, t.state, t.intermediate_values) for t in a] == [
+        (t.params, t.value, t.state, t.intermediate_values) for t in b
+    ]
     assert len({tuple(sorted(t.params.items())) for t in a}) == 6  # six different trials
     # One progress line per trial, then the best.
     lines = [line for line in first.stdout.splitlines() if line.startswith("trial ")]
-    assert len(lines) == 6 and all("val_accuracy" in line and " s) " in line and "best: trial" in line
-                                   for line in lines), first.stdout
+    assert len(lines) == 6 and all(
+        "val_accuracy" in line and " s) " in line and "best: trial" in line for line in lines
+    ), first.stdout
 
 
 def test_every_trial_is_a_complete_child_run_of_the_study(folder):
@@ -144,14 +177,21 @@ def test_every_trial_is_a_complete_child_run_of_the_study(folder):
         epochs = trial.user_attrs["epochs_trained"]
         for metric in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
             assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == list(range(1, epochs + 1))
-        assert [m.value for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == \
-               pytest.approx(list(trial.intermediate_values.values()))
+        assert [m.value for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == pytest.approx(
+            list(trial.intermediate_values.values())
+        )
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
-    assert {"figures/optimization_history.png", "figures/param_importances.png", "figures/parallel_coordinate.png",
-            "figures/slice.png"} <= artifacts
+    assert {
+        "figures/optimization_history.png",
+        "figures/param_importances.png",
+        "figures/parallel_coordinate.png",
+        "figures/slice.png",
+    } <= artifacts
     best = max((t for t in study_trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
-    fragment = yaml.safe_load(client.download_artifacts(parent.info.run_id, "best_params.yaml", str(folder)) and
-                              (folder / "best_params.yaml").read_text())
+    fragment = yaml.safe_load(
+        client.download_artifacts(parent.info.run_id, "best_params.yaml", str(folder))
+        and (folder / "best_params.yaml").read_text()
+    )
     assert fragment["train"]["lr"] == best.params["train.lr"] and fragment["train"]["epochs"] == 3
     assert fragment["model"]["hidden"] == [32]
     assert parent.data.metrics["best_val_accuracy"] == best.value
@@ -159,9 +199,14 @@ def test_every_trial_is_a_complete_child_run_of_the_study(folder):
 
 def test_ctrl_c_fails_the_trial_and_run_again_continues_the_study(folder):
     write_sweep(folder, trials=4, epochs=40, validation=200)
-    worker = subprocess.Popen([sys.executable, "-m", "mnist_pipeline.sweep", "run", "tiny"], cwd=folder,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=clean_env(PYTHONPATH=str(REPO / "src")))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "mnist_pipeline.sweep", "run", "tiny"],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(PYTHONPATH=str(REPO / "src")),
+    )
     deadline = time.monotonic() + 120
     while not any(t.user_attrs.get("epochs_trained") for t in _trials_if_any(folder)):
         assert time.monotonic() < deadline and worker.poll() is None, worker.communicate()
@@ -172,8 +217,11 @@ def test_ctrl_c_fails_the_trial_and_run_again_continues_the_study(folder):
     assert err.strip().splitlines()[-1].startswith("interrupted"), err
     (interrupted,) = trials(folder)
     assert interrupted.state.name == "FAIL"
-    (run,) = [r for r in store(folder).search_runs([store(folder).get_experiment_by_name("mnist-mlp-search").experiment_id])
-              if r.data.tags.get("sweep_trial") == "0"]
+    (run,) = [
+        r
+        for r in store(folder).search_runs([store(folder).get_experiment_by_name("mnist-mlp-search").experiment_id])
+        if r.data.tags.get("sweep_trial") == "0"
+    ]
     assert run.info.status == "KILLED"
     # Continued with the same settings: the failed trial stays failed, nothing finished is repeated.
     again = sweep(folder, "run", "tiny", "--trials", "2")
@@ -200,16 +248,18 @@ def test_promote_makes_the_winner_a_reproducible_dvc_experiment(tmp_path):
     ran = sh(sys.executable, "-m", "mnist_pipeline.sweep", "run", "tiny", cwd=root, env=env)
     best = max((t for t in trials(root) if t.state.name == "COMPLETE"), key=lambda t: t.value)
     promoted = sh(sys.executable, "-m", "mnist_pipeline.sweep", "promote", "tiny", cwd=root, env=env)
-    found = re.search(r"promote: tiny-best: validation accuracy (\S+) chose it \(trial (\d+)\); test accuracy (\S+)",
-                      promoted.stdout)
+    found = re.search(
+        r"promote: tiny-best: validation accuracy (\S+) chose it \(trial (\d+)\); test accuracy (\S+)", promoted.stdout
+    )
     assert found, promoted.stdout + ran.stdout
     assert (float(found[1]), int(found[2])) == (round(best.value, 4), best.number)
     shown = sh("dvc", "exp", "show", "--json", cwd=root).stdout
     assert "tiny-best" in shown
     # Its params are the trial's, its run is recorded and registered like any other.
     client = store(root)
-    (run,) = client.search_runs([client.get_experiment_by_name("mnist-mlp").experiment_id],
-                                filter_string="tags.dvc_experiment = 'tiny-best'")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("mnist-mlp").experiment_id], filter_string="tags.dvc_experiment = 'tiny-best'"
+    )
     assert run.info.status == "FINISHED" and run.data.params["train.lr"] == str(best.params["train.lr"])
     assert run.data.params["train.epochs"] == "2" and run.data.params["model.hidden"] == "[32]"
     assert client.search_model_versions(f"run_id = '{run.info.run_id}'")

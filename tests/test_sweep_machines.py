@@ -20,10 +20,19 @@ from support.tools import REPO, clean_env
 
 pytestmark = [pytest.mark.slow, needs_postgres]
 
-STUDY = {"trials": 8, "epochs": 4, "validation": 500, "pruner": "median", "seed": 0,
-         "params": {"model.kind": "mlp", "model.hidden": [64]},
-         "space": {"train.lr": {"float": [0.01, 0.3], "log": True}, "train.batch_size": {"choices": [32, 64]},
-                   "train.optimizer": {"choices": ["sgd", "adamw"]}}}
+STUDY = {
+    "trials": 8,
+    "epochs": 4,
+    "validation": 500,
+    "pruner": "median",
+    "seed": 0,
+    "params": {"model.kind": "mlp", "model.hidden": [64]},
+    "space": {
+        "train.lr": {"float": [0.01, 0.3], "log": True},
+        "train.batch_size": {"choices": [32, 64]},
+        "train.optimizer": {"choices": ["sgd", "adamw"]},
+    },
+}
 # Read the study and its MLflow runs where the server is (its namespace): JSON on stdout.
 REPORT = """
 import json, sys, optuna
@@ -33,11 +42,13 @@ client = MlflowClient(sys.argv[3])
 experiment = client.get_experiment_by_name("mnist-mlp-search")
 runs = {r.data.tags.get("sweep_trial"): r for r in client.search_runs([experiment.experiment_id],
         filter_string=f"tags.sweep_study = '{sys.argv[1]}'") if "sweep_trial" in r.data.tags}
-print(json.dumps([{"number": t.number, "state": t.state.name, "worker": t.user_attrs.get("worker", ""),
-                   "retried": t.system_attrs.get("failed_trial"), "start": t.datetime_start.timestamp(),
-                   "run_status": runs[str(t.number)].info.status if str(t.number) in runs else None,
-                   "retried_by": runs[str(t.number)].data.tags.get("sweep_retried_by") if str(t.number) in runs else None}
-                  for t in study.get_trials()]))
+def row(t):
+    run = runs.get(str(t.number))
+    return {"number": t.number, "state": t.state.name, "worker": t.user_attrs.get("worker", ""),
+            "retried": t.system_attrs.get("failed_trial"), "start": t.datetime_start.timestamp(),
+            "run_status": run.info.status if run else None,
+            "retried_by": run.data.tags.get("sweep_retried_by") if run else None}
+print(json.dumps([row(t) for t in study.get_trials()]))
 """
 
 
@@ -50,13 +61,46 @@ class Site:
     folders: dict[str, Path]  # each machine's project folder
 
     def worker(self, host: str, study: str, **env: str) -> subprocess.Popen:
-        return subprocess.Popen(["ip", "netns", "exec", self.hosts[host][0], sys.executable, "-m", "mnist_pipeline.sweep",
-                                 "run", study, "--storage", self.storage], cwd=self.folders[host],
-                                env={**self.env, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.hosts[host][0],
+                sys.executable,
+                "-m",
+                "mnist_pipeline.sweep",
+                "run",
+                study,
+                "--storage",
+                self.storage,
+            ],
+            cwd=self.folders[host],
+            env={**self.env, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def report(self, study: str) -> list[dict]:
-        done = subprocess.run(["ip", "netns", "exec", self.hosts["a"][0], sys.executable, "-c", REPORT, study,
-                               self.storage, self.tracking], env=self.env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.hosts["a"][0],
+                sys.executable,
+                "-c",
+                REPORT,
+                study,
+                self.storage,
+                self.tracking,
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
@@ -67,9 +111,20 @@ def site(tmp_path_factory) -> Iterator[Site]:
     the project's params.yaml, sweep.yaml and training files (no test files)."""
     with network_namespaces("10.231.9") as hosts:
         address = hosts["a"][2]
-        state, port, db_port, admin, db_password = state_folder(), free_port(), free_port(), new_password(), new_password()
-        server = {**server_env(state, port, admin), "MLFLOW_HOST": address, "STUDIES_HOST": address,
-                  "STUDIES_PORT": str(db_port), "STUDIES_PASSWORD": db_password}
+        state, port, db_port, admin, db_password = (
+            state_folder(),
+            free_port(),
+            free_port(),
+            new_password(),
+            new_password(),
+        )
+        server = {
+            **server_env(state, port, admin),
+            "MLFLOW_HOST": address,
+            "STUDIES_HOST": address,
+            "STUDIES_PORT": str(db_port),
+            "STUDIES_PASSWORD": db_password,
+        }
         command = ["ip", "netns", "exec", hosts["a"][0], sys.executable, "-m", "mnist_pipeline.server"]
         started = subprocess.run([*command, "start"], env=server, capture_output=True, text=True, timeout=600)
         try:
@@ -80,16 +135,22 @@ def site(tmp_path_factory) -> Iterator[Site]:
             for host in hosts:
                 folder = tmp_path_factory.mktemp(f"machine-{host}")
                 (folder / "params.yaml").write_text((REPO / "params.yaml").read_text())
-                (folder / "sweep.yaml").write_text(yaml.safe_dump({"studies": {"two": STUDY, "kill": {
-                    **STUDY, "trials": 6, "epochs": 12}}}))
+                (folder / "sweep.yaml").write_text(
+                    yaml.safe_dump({"studies": {"two": STUDY, "kill": {**STUDY, "trials": 6, "epochs": 12}}})
+                )
                 write_synthetic_mnist(folder / "data" / "mnist", n_train=4000, n_test=8)
                 for test_file in (folder / "data" / "mnist").glob("t10k-*"):
                     test_file.unlink()
                 folders[host] = folder
             tracking = f"http://{address}:{port}"
-            env = clean_env(PYTHONPATH=str(REPO / "src"), PGPASSWORD=db_password, MLFLOW_TRACKING_URI=tracking,
-                            MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=admin,
-                            MNIST_SWEEP_HEARTBEAT_S="1")
+            env = clean_env(
+                PYTHONPATH=str(REPO / "src"),
+                PGPASSWORD=db_password,
+                MLFLOW_TRACKING_URI=tracking,
+                MLFLOW_TRACKING_USERNAME="admin",
+                MLFLOW_TRACKING_PASSWORD=admin,
+                MNIST_SWEEP_HEARTBEAT_S="1",
+            )
             yield Site(hosts, env, storage, tracking, folders)
         finally:
             subprocess.run([*command, "stop"], env=server, capture_output=True, timeout=120)

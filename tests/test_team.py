@@ -19,14 +19,27 @@ from support.tools import REPO, clean_env, run_queue, sh
 
 pytestmark = pytest.mark.slow
 
-TRAIN_ARGS = ["--params", "params.yaml", "--data", "data", "--model", "models/model.pt",
-              "--history", "metrics/history.json"]
+TRAIN_ARGS = [
+    "--params",
+    "params.yaml",
+    "--data",
+    "data",
+    "--model",
+    "models/model.pt",
+    "--history",
+    "metrics/history.json",
+]
 
 
 def train(workdir: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mnist_pipeline.stages.train", *TRAIN_ARGS], cwd=workdir,
-                            env=clean_env(PYTHONPATH=str(REPO / "src"), **env), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnist_pipeline.stages.train", *TRAIN_ARGS],
+        cwd=workdir,
+        env=clean_env(PYTHONPATH=str(REPO / "src"), **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def workdir(folder: Path, experiment: str = "mnist-mlp", **train_settings) -> Path:
@@ -49,9 +62,11 @@ def test_a_user_without_edit_is_refused_in_one_line_before_any_training(team_ser
     proc = train(workdir(tmp_path), team_server.client_env("reader", password))
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1
-    assert err == (f"error: MLflow tracking server {team_server.url}: user 'reader' lacks the EDIT permission on "
-                   f"experiment 'mnist-mlp' (HTTP 403), so it cannot log runs there; an admin can grant it: "
-                   f"python -m mnist_pipeline.server grant reader mnist-mlp EDIT --model mnist-mlp\n")
+    assert err == (
+        f"error: MLflow tracking server {team_server.url}: user 'reader' lacks the EDIT permission on "
+        f"experiment 'mnist-mlp' (HTTP 403), so it cannot log runs there; an admin can grant it: "
+        f"python -m mnist_pipeline.server grant reader mnist-mlp EDIT --model mnist-mlp\n"
+    )
     assert "epoch:" not in out and not (tmp_path / "models").exists()
     assert password not in out + err
 
@@ -61,8 +76,10 @@ def test_a_wrong_password_is_refused_in_one_line(team_server, tmp_path):
     proc = train(workdir(tmp_path), team_server.client_env("mallory", "not-her-password"))
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1
-    assert err == (f"error: MLflow tracking server {team_server.url} refused user 'mallory' (HTTP 401): set "
-                   "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account of that server\n")
+    assert err == (
+        f"error: MLflow tracking server {team_server.url} refused user 'mallory' (HTTP 401): set "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account of that server\n"
+    )
     assert "not-her-password" not in out + err
 
 

@@ -51,14 +51,17 @@ def test_the_logged_model_gives_the_checkpoints_answers_on_real_digits(params, t
 
 def test_every_model_is_a_version_and_the_champion_moves_only_to_a_better_one(params, store_uri, tmp_path):
     uris = [logged_model(params, tmp_path / f"m{i}.pt", seed=i) for i in range(4)]
-    outcomes = [registry.register("reg", uri, accuracy, "mnist")
-                for uri, accuracy in zip(uris, (0.90, 0.89, 0.90, 0.95), strict=True)]
+    outcomes = [
+        registry.register("reg", uri, accuracy, "mnist")
+        for uri, accuracy in zip(uris, (0.90, 0.89, 0.90, 0.95), strict=True)
+    ]
     assert outcomes == [("1", True), ("2", False), ("3", False), ("4", True)]  # equal is not better
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("reg", registry.CHAMPION).version) == "4"
-    assert [v.tags["test_accuracy"] for v in sorted(client.search_model_versions("name = 'reg'"),
-                                                    key=lambda v: int(v.version))] == \
-           ["0.900000", "0.890000", "0.900000", "0.950000"]
+    assert [
+        v.tags["test_accuracy"]
+        for v in sorted(client.search_model_versions("name = 'reg'"), key=lambda v: int(v.version))
+    ] == ["0.900000", "0.890000", "0.900000", "0.950000"]
 
 
 def test_a_model_of_other_data_never_takes_the_champion(params, store_uri, tmp_path):
@@ -66,7 +69,6 @@ def test_a_model_of_other_data_never_takes_the_champion(params, store_uri, tmp_p
     first, second = (logged_model(fashion, tmp_path / f"m{i}.pt", seed=i) for i in range(2))
     assert registry.register("reg", first, 0.90, "mnist") == ("1", True)
     assert registry.register("reg", second, 0.99, "fashion-mnist") == ("2", False)
-
 
 
 def test_a_registration_does_not_crown_itself_over_a_better_version_still_deciding(params, store_uri, tmp_path):
@@ -125,7 +127,8 @@ def test_a_dataset_a_parallel_run_added_first_is_logged_on_the_second_try(params
     recorded = mlflow.MlflowClient().get_run(run.run_id)
     assert recorded.info.status == "FINISHED" and refused
     assert [(d.dataset.name, d.dataset.digest) for d in recorded.inputs.dataset_inputs] == [
-        ("mnist", "0123456789abcdef")]
+        ("mnist", "0123456789abcdef")
+    ]
 
 
 def test_a_run_that_fails_while_starting_is_marked_failed_not_left_running(params, store_uri, tmp_path, monkeypatch):

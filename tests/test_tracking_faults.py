@@ -27,8 +27,16 @@ from support.tools import REPO, clean_env
 pytestmark = pytest.mark.slow
 
 EPOCHS = 2
-TRAIN_ARGS = ["--params", "params.yaml", "--data", "data", "--model", "models/model.pt",
-              "--history", "metrics/history.json"]
+TRAIN_ARGS = [
+    "--params",
+    "params.yaml",
+    "--data",
+    "data",
+    "--model",
+    "models/model.pt",
+    "--history",
+    "metrics/history.json",
+]
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +65,12 @@ def inside(tmp_path, monkeypatch, gateway) -> Iterator[Path]:
 
 
 def test_answers_lost_while_logging_and_registering_the_model_leave_one_model_and_one_version(inside, gateway, capsys):
-    gateway.faults.lose.update({"PATCH /api/2.0/mlflow/logged-models/": 1,  # the model's finalisation
-                                "POST /api/2.0/mlflow/model-versions/create": 1})
+    gateway.faults.lose.update(
+        {
+            "PATCH /api/2.0/mlflow/logged-models/": 1,  # the model's finalisation
+            "POST /api/2.0/mlflow/model-versions/create": 1,
+        }
+    )
     assert train_stage.main(TRAIN_ARGS) == 0
     captured = capsys.readouterr()
     assert len(gateway.faults.lost) == 2, (gateway.faults.lost, captured.err)  # each lost once, then retried
@@ -135,10 +147,18 @@ def test_a_stopped_run_drops_its_queued_epochs_and_stops_waiting_for_the_server(
 
 
 def test_a_bad_patience_setting_is_one_error_line_before_any_run(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "mnist_pipeline.stages.train", *TRAIN_ARGS], cwd=workdir(tmp_path),
-                          env=clean_env(PYTHONPATH=str(REPO / "src"), MNIST_TRACKING_PATIENCE_S="ten minutes",
-                                        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}"),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.stages.train", *TRAIN_ARGS],
+        cwd=workdir(tmp_path),
+        env=clean_env(
+            PYTHONPATH=str(REPO / "src"),
+            MNIST_TRACKING_PATIENCE_S="ten minutes",
+            MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1
     assert done.stderr == "error: MNIST_TRACKING_PATIENCE_S='ten minutes': expected a number of seconds >= 0\n"
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "models").exists()

@@ -26,8 +26,14 @@ from support.tools import REPO
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 SCREENSHOTS = REPO / "test-artifacts"
 # The UI scrolls inside its own panel, so a "full page" screenshot is only the viewport: make it
@@ -39,8 +45,9 @@ SERVER_START_S = 90  # `mlflow server --workers 1` takes about 13 s here
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason=f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason=f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)"
+    ),
 ]
 
 
@@ -75,16 +82,29 @@ def mlflow_ui(project, tmp_path_factory):
     root, _ = project
     port = free_port()
     log = tmp_path_factory.mktemp("mlflow-server") / "server.log"
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
-           # No huey job runner (8 more processes, seconds of start-up): the UI checks need none.
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {
+        **os.environ,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        # No huey job runner (8 more processes, seconds of start-up): the UI checks need none.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
-    command = [str(Path(sys.executable).parent / "mlflow"), "server",
-               "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    command = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     with open(log, "wb") as out:
-        server = subprocess.Popen(command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, server, log)
@@ -151,7 +171,8 @@ def logged(project):
 def run_link(page, experiment, run):
     """The link to this run, named with its run name."""
     return page.get_by_role("link", name=run.info.run_name, exact=True).and_(
-        page.locator(f'a[href$="#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}"]'))
+        page.locator(f'a[href$="#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}"]')
+    )
 
 
 def test_the_direct_link_opens_a_fresh_browser_on_the_runs_and_their_charts(mlflow_ui, browser, logged):

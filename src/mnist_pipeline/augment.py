@@ -12,8 +12,13 @@ ELASTIC_SIGMA = 4.0  # pixels: the smoothing of the displacement field, Simard e
 SEED_OFFSET = 1_000_003
 
 
-def affine_grids(size: tuple[int, int], rotation: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
-                 shear: torch.Tensor | None = None) -> torch.Tensor:
+def affine_grids(
+    size: tuple[int, int],
+    rotation: torch.Tensor,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    shear: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Sampling grids (N, H, W, 2) that turn each image by `rotation` degrees (counter-clockwise as
     seen), scale its content by `scale` about the centre, shear it by `shear` degrees along x (lower
     rows to the right), then move it by `shift` (N, 2) pixels (x right, y down), for images of `size`
@@ -23,8 +28,9 @@ def affine_grids(size: tuple[int, int], rotation: torch.Tensor, scale: torch.Ten
     cos, sin, tan = angle.cos(), angle.sin(), skew.tan()
     # The content's transform in (x, y down) coordinates: scale * rotation * shear. With y pointing
     # down, a counter-clockwise turn as seen is [[cos, sin], [-sin, cos]].
-    forward = scale[:, None, None] * torch.stack([torch.stack([cos, sin + cos * tan], -1),
-                                                  torch.stack([-sin, cos - sin * tan], -1)], -2)
+    forward = scale[:, None, None] * torch.stack(
+        [torch.stack([cos, sin + cos * tan], -1), torch.stack([-sin, cos - sin * tan], -1)], -2
+    )
     # affine_grid maps each output position to where it samples the input: the inverse transform.
     inverse = torch.linalg.inv(forward)
     offset = shift * torch.tensor([2 / width, 2 / height], device=shift.device)  # pixels -> [-1, 1] units
@@ -72,13 +78,15 @@ def elastic_field(noise: torch.Tensor, rms: float) -> torch.Tensor:
     return field.permute(0, 2, 3, 1) * torch.tensor([2 / width, 2 / height], device=noise.device)
 
 
-def random_grids(cfg: AugmentConfig, n: int, size: tuple[int, int], generator: torch.Generator,
-                 device: torch.device) -> torch.Tensor:
+def random_grids(
+    cfg: AugmentConfig, n: int, size: tuple[int, int], generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
     """Grids of one random distortion for each of `n` images, each strength drawn uniformly within
     +-its value. Drawn on the CPU, so every device distorts alike."""
     u = torch.rand(n, 5, generator=generator).mul_(2).sub_(1).to(device)  # uniform in [-1, 1]
-    grids = affine_grids(size, u[:, 0] * cfg.rotation, 1 + u[:, 1] * cfg.scale, u[:, 2:4] * cfg.translate,
-                         u[:, 4] * cfg.shear)
+    grids = affine_grids(
+        size, u[:, 0] * cfg.rotation, 1 + u[:, 1] * cfg.scale, u[:, 2:4] * cfg.translate, u[:, 4] * cfg.shear
+    )
     if cfg.elastic:
         noise = torch.randn(n, 2, *size, generator=generator).to(device)
         grids = grids + elastic_field(noise, cfg.elastic)

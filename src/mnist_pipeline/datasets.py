@@ -45,8 +45,7 @@ FASHION_MNIST = Dataset(
     },
     mirror_env="FASHION_MNIST_MIRROR",
     public_mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
     # Found by restoring the header with each second of 2017 until the md5 matched (2017-08-31).
     gzip_mtimes={
         "train-images-idx3-ubyte.gz": 1504176606,

@@ -30,8 +30,7 @@ def create_app(predict: inference.Predictor) -> FastAPI:
             return JSONResponse({"error": str(exc)}, status_code=422)
         # A few milliseconds of work for a drawing: not worth a thread of its own.
         p = predict(pixels[None, None])[0]
-        return JSONResponse({"class": int(p.argmax()), "probabilities": p.tolist(),
-                             "pixels": pixels.round(3).tolist()})
+        return JSONResponse({"class": int(p.argmax()), "probabilities": p.tolist(), "pixels": pixels.round(3).tolist()})
 
     return app
 

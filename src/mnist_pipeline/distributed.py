@@ -72,11 +72,14 @@ def leave() -> None:
 def check_split(batch_size: int, processes: int, source: str, n_train: int = 0) -> None:
     """Refuse a batch that cannot be shared evenly: every rank must take part in every step."""
     if batch_size % processes:
-        raise PipelineError(f"{source}: train.batch_size = {batch_size}: must divide by the {processes} processes "
-                            "that share each batch")
+        raise PipelineError(
+            f"{source}: train.batch_size = {batch_size}: must divide by the {processes} processes that share each batch"
+        )
     if 0 < n_train % batch_size < processes:
-        raise PipelineError(f"{source}: the last batch has {n_train % batch_size} images, fewer than the "
-                            f"{processes} processes; choose another train.batch_size")
+        raise PipelineError(
+            f"{source}: the last batch has {n_train % batch_size} images, fewer than the "
+            f"{processes} processes; choose another train.batch_size"
+        )
 
 
 def from_leader(value: T) -> T:
@@ -123,8 +126,15 @@ def launch(processes: int, module: str, argv: list[str]) -> None:
     for name, logger in logging.Logger.manager.loggerDict.items():
         if name.startswith("torch.distributed.elastic") and isinstance(logger, logging.Logger):
             logger.setLevel(logging.CRITICAL)
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=str(uuid.uuid4()),
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=processes,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+    )
     try:
         elastic_launch(config, sys.executable)("-m", module, *argv)
     except ChildFailedError as exc:

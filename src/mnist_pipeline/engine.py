@@ -82,8 +82,9 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
     return None
 
 
-def shuffled_batches(n: int, batch_size: int, generator: torch.Generator,
-                     device: torch.device) -> tuple[torch.Tensor, ...]:
+def shuffled_batches(
+    n: int, batch_size: int, generator: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, ...]:
     """Index batches of a fresh permutation, drawn on the CPU so every device shuffles alike."""
     return torch.randperm(n, generator=generator).to(device).split(batch_size)
 
@@ -92,8 +93,10 @@ class Step(Protocol):
     """A training step: (images, labels, share) of one batch -> (mean loss, logits), after updating the
     weights. `share` is this process's part of the batch times the number of processes: 1.0 on one process."""
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor,
-                 share: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def __call__(
+        self, images: torch.Tensor, labels: torch.Tensor, share: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
 
 Distort = Callable[[int, torch.device], torch.Tensor]
 """Random sampling grids for a batch of n training images (augment.random_grids)."""
@@ -116,8 +119,9 @@ def make_step(training: Training, cfg: TrainConfig, world: World | None = None) 
     return autograd_step(forward, training.optimizer, training.scheduler, cfg.label_smoothing)
 
 
-def autograd_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Scheduler | None,
-                  label_smoothing: float) -> Step:
+def autograd_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Scheduler | None, label_smoothing: float
+) -> Step:
     def step(images: torch.Tensor, labels: torch.Tensor, share: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
@@ -133,8 +137,9 @@ def autograd_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler:
     return step
 
 
-def train_one_epoch(step: Step, data: Split, batches: Iterable[torch.Tensor], world: World | None = None,
-                    distort: Distort | None = None) -> dict[str, float]:
+def train_one_epoch(
+    step: Step, data: Split, batches: Iterable[torch.Tensor], world: World | None = None, distort: Distort | None = None
+) -> dict[str, float]:
     """One pass over `batches` of indices into `data`; loss and accuracy are means over samples.
 
     Per-batch figures stay on the device until the epoch ends: reading one every batch would
@@ -163,8 +168,13 @@ def train_one_epoch(step: Step, data: Split, batches: Iterable[torch.Tensor], wo
     if not finite.all():
         first = int((~finite).nonzero()[0])
         raise DivergenceError(f"training loss became {batch_losses[first].item()} at batch {first + 1}")
-    totals = torch.stack([batch_losses @ torch.tensor(sizes, dtype=torch.float64),
-                          torch.stack(hits).sum().double().cpu(), torch.tensor(float(sum(sizes)))])
+    totals = torch.stack(
+        [
+            batch_losses @ torch.tensor(sizes, dtype=torch.float64),
+            torch.stack(hits).sum().double().cpu(),
+            torch.tensor(float(sum(sizes))),
+        ]
+    )
     if world:
         totals = world.sum(totals)
     loss_sum, hit_sum, seen = totals.tolist()

@@ -68,5 +68,8 @@ def predictions_csv(labels: torch.Tensor, predicted: torch.Tensor) -> str:
 def per_class_table(report: dict) -> dict[str, list]:
     """The report's per-class figures as columns: class, precision, recall."""
     rows = report["per_class"].items()
-    return {"class": [name for name, _ in rows], "precision": [f["precision"] for _, f in rows],
-            "recall": [f["recall"] for _, f in rows]}
+    return {
+        "class": [name for name, _ in rows],
+        "precision": [f["precision"] for _, f in rows],
+        "recall": [f["recall"] for _, f in rows],
+    }

@@ -69,8 +69,14 @@ def _restore_gzip_header(path: Path, name: str, mtime: int, md5: str) -> bool:
     data = path.read_bytes()
     if data[:4] != b"\x1f\x8b\x08\x00":  # gzip, deflate, no optional fields
         return False
-    original = (b"\x1f\x8b\x08\x08" + mtime.to_bytes(4, "little") + data[8:10]
-                + name.removesuffix(".gz").encode() + b"\0" + data[10:])
+    original = (
+        b"\x1f\x8b\x08\x08"
+        + mtime.to_bytes(4, "little")
+        + data[8:10]
+        + name.removesuffix(".gz").encode()
+        + b"\0"
+        + data[10:]
+    )
     if hashlib.md5(original).hexdigest() != md5:
         return False
     path.write_bytes(original)

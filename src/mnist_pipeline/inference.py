@@ -41,8 +41,10 @@ def probabilities(model: nn.Module, images: np.ndarray) -> np.ndarray:
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--model (a checkpoint) or --model-uri (an MLflow model); neither: the champion, else models/model.pt."""
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--model", help=f"checkpoint to use (default: {CHAMPION_URI} when the tracking store "
-                                        f"has one, else {CHECKPOINT})")
+    source.add_argument(
+        "--model",
+        help=f"checkpoint to use (default: {CHAMPION_URI} when the tracking store has one, else {CHECKPOINT})",
+    )
     source.add_argument("--model-uri", help=f"an MLflow model instead, e.g. {CHAMPION_URI}")
 
 

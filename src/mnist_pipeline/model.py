@@ -113,8 +113,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         # weights_only: tensors and plain containers only, so a crafted file cannot execute code.
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise CheckpointError(f"{path}: refused: it holds objects other than tensors and plain "
-                              "containers, and loading those could run code") from None
+        raise CheckpointError(
+            f"{path}: refused: it holds objects other than tensors and plain "
+            "containers, and loading those could run code"
+        ) from None
     except (RuntimeError, EOFError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({brief(exc)})") from None
     if not isinstance(checkpoint, dict) or not {"model_config", "classes", "state_dict"} <= checkpoint.keys():
@@ -134,4 +136,3 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 def _plain(cfg: ModelConfig) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
-

@@ -16,8 +16,14 @@ from mnist_pipeline.data import Split
 SAMPLES = 10  # the article's row of the first training images
 
 
-def render(model: nn.Module, history: Sequence[dict], report: dict, robust: dict[str, float], samples: Split,
-           classes: Sequence[str]) -> dict[str, bytes]:
+def render(
+    model: nn.Module,
+    history: Sequence[dict],
+    report: dict,
+    robust: dict[str, float],
+    samples: Split,
+    classes: Sequence[str],
+) -> dict[str, bytes]:
     """The PNGs of a trained model by file name: curves, sample images with the model's guesses,
     confusion matrix, accuracy under distortions. The plot stage writes them; the train stage records them."""
     names = [classes[i] for i in samples.labels.tolist()]
@@ -73,8 +79,9 @@ def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> Figure
     ax = fig.subplots()
     ax.imshow(counts, cmap="Blues")
     for (row, col), n in np.ndenumerate(counts):
-        ax.text(col, row, str(n), ha="center", va="center", fontsize=7,
-                color="white" if n > counts.max() / 2 else "black")
+        ax.text(
+            col, row, str(n), ha="center", va="center", fontsize=7, color="white" if n > counts.max() / 2 else "black"
+        )
     ticks = range(len(counts))
     ax.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="actual", title="Confusion matrix (test set)")
     if any(len(name) > 1 for name in classes):  # names, not digits: label the ticks, slanted to fit
@@ -94,7 +101,10 @@ def robustness(accuracy: dict[str, float], clean: float) -> Figure:
     for row, name in enumerate(names):
         ax.text(accuracy[name], row, f" {accuracy[name]:.1%}", va="center", fontsize=7)
     ax.invert_yaxis()  # read top down
-    ax.set(xlim=(0, 1.1), xlabel="test accuracy",
-           title=f"Accuracy on distorted test digits (dashed: undistorted, {clean:.2%})")
+    ax.set(
+        xlim=(0, 1.1),
+        xlabel="test accuracy",
+        title=f"Accuracy on distorted test digits (dashed: undistorted, {clean:.2%})",
+    )
     fig.tight_layout()
     return fig

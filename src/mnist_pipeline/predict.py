@@ -38,11 +38,21 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("images", nargs="+", metavar="IMAGE",
-                        help="PNG or JPEG, any size, colour or grey, dark ink on light paper or light on dark")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="PNG or JPEG, any size, colour or grey, dark ink on light paper or light on dark",
+    )
     inference.add_model_options(parser)
-    parser.add_argument("--top", type=int, default=1, choices=range(1, NUM_CLASSES + 1), metavar="K",
-                        help="also print the next guesses: the K most probable digits (default: 1)")
+    parser.add_argument(
+        "--top",
+        type=int,
+        default=1,
+        choices=range(1, NUM_CLASSES + 1),
+        metavar="K",
+        help="also print the next guesses: the K most probable digits (default: 1)",
+    )
     return parser
 
 

@@ -71,8 +71,9 @@ def prepare(image: Image.Image) -> np.ndarray:
     ink = grey - background
     strongest = float(ink.max())
     if strongest <= INK_LEVEL:
-        raise ImageError(f"blank image: no pixel differs from the background by more than {INK_LEVEL} "
-                         "of 255 grey levels")
+        raise ImageError(
+            f"blank image: no pixel differs from the background by more than {INK_LEVEL} of 255 grey levels"
+        )
     # Fainter pixels are noise; the rest is stretched so the strongest ink is 1, as in MNIST.
     ink = np.where(ink > INK_LEVEL, ink / strongest, 0).astype(np.float32)
 

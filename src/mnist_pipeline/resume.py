@@ -31,8 +31,10 @@ class ResumeState:
 
     def save(self, run_id: str, history: list[dict], training: Training) -> None:
         if self.enabled:
-            save_torch(self.path, {"fingerprint": self.fingerprint, "run_id": run_id, "history": history,
-                                   **training.state_dict()})
+            save_torch(
+                self.path,
+                {"fingerprint": self.fingerprint, "run_id": run_id, "history": history, **training.state_dict()},
+            )
 
     def restore(self, training: Training) -> tuple[list[dict], str] | None:
         """Load the saved state into `training`; return (history, run id), or None to start afresh."""

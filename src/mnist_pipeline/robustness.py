@@ -42,6 +42,7 @@ def rotate(degrees: float) -> Distortion:
 
 def scale(factor: float) -> Distortion:
     """The digit `factor` times its size, about the image centre."""
+
     def distort(images: torch.Tensor) -> torch.Tensor:
         n = len(images)
         zeros = images.new_zeros(n)
@@ -52,6 +53,7 @@ def scale(factor: float) -> Distortion:
 
 def shift(pixels: float) -> Distortion:
     """Moved `pixels` right, down, left or up, in turn."""
+
     def distort(images: torch.Tensor) -> torch.Tensor:
         n = len(images)
         directions = images.new_tensor([[1, 0], [0, 1], [-1, 0], [0, -1]]) * pixels
@@ -83,6 +85,7 @@ def blur(images: torch.Tensor) -> torch.Tensor:
 
 def low_resolution(side: int) -> Distortion:
     """Averaged down to side x side pixels, then scaled back up (bilinear), as a coarse scan."""
+
     def distort(images: torch.Tensor) -> torch.Tensor:
         small = F.interpolate(images, size=(side, side), mode="area")
         return F.interpolate(small, size=IMAGE_SHAPE, mode="bilinear", align_corners=False)
@@ -99,14 +102,23 @@ def noise(images: torch.Tensor) -> torch.Tensor:
 def on_canvas(factor: float, canvas: int) -> Distortion:
     """Each digit scaled by `factor`, drawn dark on a light `canvas` x `canvas` page at a seeded
     place, and brought back to 28x28 by predict's own preprocessing (preprocess.prepare)."""
+
     def distort(images: torch.Tensor) -> torch.Tensor:
         side = round(IMAGE_SHAPE[0] * factor)
-        digits = F.interpolate(images.cpu(), size=(side, side), mode="area" if factor < 1 else "bilinear",
-                               align_corners=None if factor < 1 else False)
+        digits = F.interpolate(
+            images.cpu(),
+            size=(side, side),
+            mode="area" if factor < 1 else "bilinear",
+            align_corners=None if factor < 1 else False,
+        )
         ink = (digits.squeeze(1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
         corners = torch.randint(0, canvas - side + 1, (len(images), 2), generator=torch.Generator().manual_seed(SEED))
-        prepared = np.stack([_through_preprocess(digit, canvas, top, left)
-                             for digit, (top, left) in zip(ink, corners.tolist(), strict=True)])
+        prepared = np.stack(
+            [
+                _through_preprocess(digit, canvas, top, left)
+                for digit, (top, left) in zip(ink, corners.tolist(), strict=True)
+            ]
+        )
         return torch.from_numpy(prepared)[:, None].to(images.device)
 
     return distort

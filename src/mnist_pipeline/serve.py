@@ -41,8 +41,9 @@ def _serve(uri: str, host: str, port: int) -> int:
     mlflow = Path(sys.executable).with_name("mlflow")
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()}
     try:
-        return subprocess.call([str(mlflow), "models", "serve", "-m", uri, "--env-manager", "local",
-                                "-h", host, "-p", str(port)], env=env)
+        return subprocess.call(
+            [str(mlflow), "models", "serve", "-m", uri, "--env-manager", "local", "-h", host, "-p", str(port)], env=env
+        )
     except KeyboardInterrupt:  # the server got the same Ctrl-C and stops by itself
         return 130
 

@@ -1,6 +1,6 @@
 """`make ui`: print a direct link to the experiment's runs and their charts, then serve the local store.
 
-    python -m mnist_pipeline.ui [--port 5000]
+python -m mnist_pipeline.ui [--port 5000]
 """
 
 import argparse

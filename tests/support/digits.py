@@ -16,8 +16,14 @@ from support.tools import MNIST_MIRROR
 
 # README's tuned recipe, 2 epochs: about 97 % on real MNIST (plain SGD at lr 0.1, batch 64 stays
 # under 95 % after 2 epochs and takes longer).
-TUNED = {"optimizer": "adamw", "schedule": "onecycle", "lr": 0.008, "batch_size": 512, "epochs": 2,
-         "weight_decay": 0.01}
+TUNED = {
+    "optimizer": "adamw",
+    "schedule": "onecycle",
+    "lr": 0.008,
+    "batch_size": 512,
+    "epochs": 2,
+    "weight_decay": 0.01,
+}
 
 
 @pytest.fixture(scope="session")
@@ -25,8 +31,11 @@ def trained_model(tmp_path_factory) -> Path:
     """A checkpoint that really reads digits: the article's MLP, normalised, trained on real MNIST."""
     if not MNIST_MIRROR:
         pytest.skip("needs MNIST_MIRROR (real MNIST files)")
-    raw = {**REPO_PARAMS, "model": {**REPO_PARAMS["model"], "normalize": True},
-           "train": {**REPO_PARAMS["train"], **TUNED}}
+    raw = {
+        **REPO_PARAMS,
+        "model": {**REPO_PARAMS["model"], "normalize": True},
+        "train": {**REPO_PARAMS["train"], **TUNED},
+    }
     params = from_dict(Params, raw, source="tuned params")
     records, training = train_in_process(params, Path(MNIST_MIRROR))
     assert records[-1]["test_accuracy"] > 0.96, records
@@ -57,8 +66,9 @@ def real_digits() -> tuple[np.ndarray, np.ndarray]:
     return images[chosen], labels[chosen]
 
 
-def as_scanned(digit: np.ndarray, seed: int, *, scale: bool = True, shift: bool = True, dark_ink: bool = True,
-               colour: bool = False) -> Image.Image:
+def as_scanned(
+    digit: np.ndarray, seed: int, *, scale: bool = True, shift: bool = True, dark_ink: bool = True, colour: bool = False
+) -> Image.Image:
     """A 28x28 MNIST digit as a scan or a photo might show it: enlarged 2-10x, placed off-centre on a
     larger page, dark ink on light paper (or light on dark), in colour or grey."""
     rng = np.random.default_rng(seed)

@@ -95,12 +95,24 @@ def _handler(target: tuple[str, int], faults: Faults) -> type[http.server.BaseHT
 def tracking_server_behind_gateway() -> Iterator[Gateway]:
     folder = Path(tempfile.mkdtemp(prefix="mlflow-gateway-"))
     port = free_port()
-    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-               f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "artifacts"),
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    command = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(folder / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     with open(folder / "server.log", "w") as log:
-        server = subprocess.Popen(command, cwd=folder, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            command, cwd=folder, env=clean_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     faults = Faults()
     relay = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(("127.0.0.1", port), faults))
     threading.Thread(target=relay.serve_forever, daemon=True).start()

@@ -57,7 +57,8 @@ def recorded_run_id(output: str) -> str:
 
 def assert_complete_run(client, run_id: str, epochs: int, model_name: str = "mnist-mlp"):
     """The run holds the whole record of one training: FINISHED, params, every per-epoch point, the
-    evaluation (per-class metrics and eval.json; robustness.json and its figures as metrics), the plots, the model, and a registered version."""
+    evaluation (per-class metrics and eval.json; robustness.json and its figures as metrics), the plots,
+    the model, and a registered version."""
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert {"train.lr", "train.epochs", "data.dataset", "model.kind", "seed"} <= set(run.data.params)
@@ -65,9 +66,13 @@ def assert_complete_run(client, run_id: str, epochs: int, model_name: str = "mni
         assert [p.step for p in client.get_metric_history(run_id, metric)] == list(range(1, epochs + 1)), metric
     assert {a.path for a in client.list_artifacts(run_id, "plots")} == PLOTS
     assert {a.path for a in client.list_artifacts(run_id, "metrics")} == {
-        "metrics/eval.json", "metrics/per_class.json", "metrics/robustness.json"}
+        "metrics/eval.json",
+        "metrics/per_class.json",
+        "metrics/robustness.json",
+    }
     assert {name for name in run.data.metrics if name.startswith("robustness/")} == {
-        f"robustness/{name}" for name in DISTORTIONS}
+        f"robustness/{name}" for name in DISTORTIONS
+    }
     versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
     assert len(versions) == 1, versions
     (model,) = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")

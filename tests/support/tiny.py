@@ -38,8 +38,9 @@ def params() -> Params:
     return from_dict(Params, tiny_params(lr=0.1, epochs=3, batch_size=32), source="tiny params")
 
 
-def train_in_process(params: Params, data_dir: Path, first_epoch: int = 1,
-                     training: engine.Training | None = None) -> tuple[list[dict[str, float]], engine.Training]:
+def train_in_process(
+    params: Params, data_dir: Path, first_epoch: int = 1, training: engine.Training | None = None
+) -> tuple[list[dict[str, float]], engine.Training]:
     """engine.fit run to its end on the CPU; returns the records and the training objects."""
     train, test = load_split(data_dir, train=True), load_split(data_dir, train=False)
     training = training or engine.Training.create(params, len(train), torch.device("cpu"))

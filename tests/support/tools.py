@@ -24,13 +24,20 @@ LEAKY = ("MLFLOW_", "DVC_", "MNIST_MIRROR", "FASHION_MNIST_MIRROR", "GIT_")
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment for a tool run as a user would run it: this venv's tools first on PATH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(LEAKY)}
-    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1",
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@example.com",
-               DVC_GLOBAL_CONFIG_DIR=str(PRIVATE_CONFIG / "dvc-global"),
-               DVC_SYSTEM_CONFIG_DIR=str(PRIVATE_CONFIG / "dvc-system"),
-               DVC_NO_ANALYTICS="true", MLFLOW_DISABLE_TELEMETRY="true", **extra)
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+        DVC_GLOBAL_CONFIG_DIR=str(PRIVATE_CONFIG / "dvc-global"),
+        DVC_SYSTEM_CONFIG_DIR=str(PRIVATE_CONFIG / "dvc-system"),
+        DVC_NO_ANALYTICS="true",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        **extra,
+    )
     return env
 
 
@@ -50,8 +57,9 @@ def run_queue(root: Path, workers: int, env: dict | None = None, wait_s: float =
     pipe would stay open (and a reader blocked) for as long as they live."""
     env = env or clean_env()
     with open(root / "queue-start.log", "w") as log:
-        done = subprocess.run(["dvc", "queue", "start", "-j", str(workers)], cwd=root, env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
+        done = subprocess.run(
+            ["dvc", "queue", "start", "-j", str(workers)], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     assert done.returncode == 0, (root / "queue-start.log").read_text()
     deadline = time.monotonic() + wait_s
     while "Queued" in (status := sh("dvc", "queue", "status", cwd=root, env=env).stdout) or "Running" in status:
@@ -61,6 +69,13 @@ def run_queue(root: Path, workers: int, env: dict | None = None, wait_s: float =
     if failed:  # a task that failed before its stages ran has no log of its own, only its worker's
         logs = [sh("dvc", "queue", "logs", task, cwd=root, env=env, check=False) for task in failed]
         worker_logs = sorted((root / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.out"))
-        raise AssertionError("\n".join([status, *(log.stdout[-4000:] + log.stderr for log in logs),
-                                        *(w.read_text()[-6000:] for w in worker_logs)]))
+        raise AssertionError(
+            "\n".join(
+                [
+                    status,
+                    *(log.stdout[-4000:] + log.stderr for log in logs),
+                    *(w.read_text()[-6000:] for w in worker_logs),
+                ]
+            )
+        )
     return status

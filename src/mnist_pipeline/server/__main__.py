@@ -1,8 +1,8 @@
 """The team server's command line: `make server` and `make server-stop` run it.
 
-    python -m mnist_pipeline.server start | stop | status
-    python -m mnist_pipeline.server add-user NAME
-    python -m mnist_pipeline.server grant NAME EXPERIMENT PERMISSION [--model NAME]
+python -m mnist_pipeline.server start | stop | status
+python -m mnist_pipeline.server add-user NAME
+python -m mnist_pipeline.server grant NAME EXPERIMENT PERMISSION [--model NAME]
 """
 
 import argparse
@@ -47,6 +47,7 @@ def _command(args: argparse.Namespace) -> int:
         else:
             grant(url, args.name, args.experiment, args.permission, args.model)
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

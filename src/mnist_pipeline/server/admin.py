@@ -31,8 +31,10 @@ def admin_password() -> str:
     password = os.environ.get(ADMIN_PASSWORD, "")
     if len(password) < MIN_PASSWORD:
         problem = "is not set" if not password else f"is shorter than {MIN_PASSWORD} characters"
-        raise ServerError(f"{ADMIN_PASSWORD} {problem}: set it to the admin's password, at least "
-                          f"{MIN_PASSWORD} characters (export {ADMIN_PASSWORD}=...)")
+        raise ServerError(
+            f"{ADMIN_PASSWORD} {problem}: set it to the admin's password, at least "
+            f"{MIN_PASSWORD} characters (export {ADMIN_PASSWORD}=...)"
+        )
     return password
 
 
@@ -41,9 +43,11 @@ def api(url: str, method: str, path: str, body: dict | None = None, query: dict 
     user = os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin"
     token = base64.b64encode(f"{user}:{admin_password()}".encode()).decode()
     request = urllib.request.Request(
-        url.rstrip("/") + path + (f"?{urllib.parse.urlencode(query)}" if query else ""), method=method,
+        url.rstrip("/") + path + (f"?{urllib.parse.urlencode(query)}" if query else ""),
+        method=method,
         data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"})
+        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return dict(json.loads(response.read() or b"{}"))
@@ -58,8 +62,9 @@ def api(url: str, method: str, path: str, body: dict | None = None, query: dict 
             said = f"the admin's credentials were refused: set {ADMIN_PASSWORD} to the admin's password"
         raise ApiError(f"{url}: HTTP {exc.code}: {brief(said)}", exc.code, error_code) from None
     except (urllib.error.URLError, OSError) as exc:
-        raise ServerError(f"no MLflow server answers at {url} ({getattr(exc, 'reason', exc)}); "
-                          f"start one with `make server`") from None
+        raise ServerError(
+            f"no MLflow server answers at {url} ({getattr(exc, 'reason', exc)}); start one with `make server`"
+        ) from None
 
 
 def add_user(url: str, name: str) -> None:
@@ -79,8 +84,9 @@ def grant(url: str, name: str, experiment: str, permission: str, model: str | No
         if exc.code != 404:
             raise
         tags = [{"key": key, "value": value} for key, value in EXPERIMENT_TAGS.items()]
-        experiment_id = api(url, "POST", "/api/2.0/mlflow/experiments/create",
-                            {"name": experiment, "tags": tags})["experiment_id"]
+        experiment_id = api(url, "POST", "/api/2.0/mlflow/experiments/create", {"name": experiment, "tags": tags})[
+            "experiment_id"
+        ]
         print(f"created experiment {experiment} (id {experiment_id})")
     _grant(url, name, "experiment", experiment_id, permission)
     print(f"{name}: {permission} on experiment {experiment} (id {experiment_id})")

@@ -39,12 +39,16 @@ def start() -> None:
     paths = server_paths()
     running = _running_server(paths)
     if running:
-        print(f"mlflow server: already running at {local_url(running['host'], running['port'])} "
-              f"(pid {running['pid']}); `make server-stop` stops it")
+        print(
+            f"mlflow server: already running at {local_url(running['host'], running['port'])} "
+            f"(pid {running['pid']}); `make server-stop` stops it"
+        )
         _print_studies(Postgres.find(paths).listening())
         if access:
-            print("  it keeps the studies database as it was started: `make server-stop`, then `make server`, "
-                  f"applies {studies.HOST}, {studies.PORT} and {studies.PASSWORD}")
+            print(
+                "  it keeps the studies database as it was started: `make server-stop`, then `make server`, "
+                f"applies {studies.HOST}, {studies.PORT} and {studies.PASSWORD}"
+            )
         return
     _check_port_free(host, port, "MLFLOW_PORT", " (`make ui`?)")
     pg = Postgres.find(paths)
@@ -67,10 +71,14 @@ def start() -> None:
     print(f"mlflow server: ready at {url} after {time.monotonic() - started:.1f} s")
     _warn_if_admin_password_differs(url)
     if host in EVERY_INTERFACE:
-        print(f"  on every interface: other machines use http://{socket.gethostname()}:{port} (by default MLflow "
-              f"answers only loopback and private addresses: list other names in MLFLOW_SERVER_ALLOWED_HOSTS)")
-    print(f"Clients: export MLFLOW_TRACKING_URI={url} MLFLOW_TRACKING_USERNAME=NAME MLFLOW_TRACKING_PASSWORD=...\n"
-          f"Users: python -m mnist_pipeline.server add-user NAME, then grant NAME mnist-mlp EDIT --model mnist-mlp")
+        print(
+            f"  on every interface: other machines use http://{socket.gethostname()}:{port} (by default MLflow "
+            f"answers only loopback and private addresses: list other names in MLFLOW_SERVER_ALLOWED_HOSTS)"
+        )
+    print(
+        f"Clients: export MLFLOW_TRACKING_URI={url} MLFLOW_TRACKING_USERNAME=NAME MLFLOW_TRACKING_PASSWORD=...\n"
+        f"Users: python -m mnist_pipeline.server add-user NAME, then grant NAME mnist-mlp EDIT --model mnist-mlp"
+    )
 
 
 def stop() -> None:
@@ -111,9 +119,11 @@ def _print_studies(listening: tuple[str, int] | None) -> None:
     if not listening or not listening[0]:
         print(f"studies database: closed ({studies.HOST} opens it to other hosts)")
         return
-    print(f"studies database: open on {url_host(listening[0])}:{listening[1]} to role {studies.NAME}, by password\n"
-          f"  Workers: export PGPASSWORD (the {studies.PASSWORD}) and use {studies.worker_url(*listening)}",
-          flush=True)
+    print(
+        f"studies database: open on {url_host(listening[0])}:{listening[1]} to role {studies.NAME}, by password\n"
+        f"  Workers: export PGPASSWORD (the {studies.PASSWORD}) and use {studies.worker_url(*listening)}",
+        flush=True,
+    )
 
 
 def _check_port_free(host: str, port: int, variable: str, hint: str) -> None:
@@ -122,8 +132,10 @@ def _check_port_free(host: str, port: int, variable: str, hint: str) -> None:
         try:
             probe.bind(("" if host == "*" else host, port))
         except OSError as exc:
-            raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror}; another server{hint} "
-                              f"may hold it: set {variable} to a free port") from None
+            raise ServerError(
+                f"cannot listen on {host}:{port}: {exc.strerror}; another server{hint} "
+                f"may hold it: set {variable} to a free port"
+            ) from None
 
 
 def _launch_mlflow(paths: ServerPaths, host: str, port: int, pg_port: int) -> subprocess.Popen:
@@ -136,9 +148,14 @@ def _launch_mlflow(paths: ServerPaths, host: str, port: int, pg_port: int) -> su
         # Each request's password check costs 0.12 s of scrypt here, and a run sends hundreds:
         # remember a good one for a minute. With one worker a password change or a removed user
         # takes effect at once (MLflow drops the entry); with several, within the minute.
-        "auth_cache_ttl_seconds = 60\n")
-    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(paths.auth_config),
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": secret_key(paths), "MLFLOW_DISABLE_TELEMETRY": "true"}
+        "auth_cache_ttl_seconds = 60\n"
+    )
+    env = {
+        **os.environ,
+        "MLFLOW_AUTH_CONFIG_PATH": str(paths.auth_config),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secret_key(paths),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
     env.pop(studies.PASSWORD, None)  # PostgreSQL's business, not MLflow's
     # MLflow's own settings, with defaults that start in about half the time: one worker (4 by
     # default) serves a small team, and this project queues no server-side jobs.
@@ -149,14 +166,34 @@ def _launch_mlflow(paths: ServerPaths, host: str, port: int, pg_port: int) -> su
         # header is no DNS-rebinding risk (MLflow's default list has it too).
         local = local_url(host, port).removeprefix("http://")
         env["MLFLOW_SERVER_ALLOWED_HOSTS"] += f",127.0.0.1:{port},localhost:{port},{local}"
-    command = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
-               "--backend-store-uri", paths.db_uri("mlflow", pg_port),
-               "--serve-artifacts", "--artifacts-destination", str(paths.artifacts),
-               "--host", host, "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--app-name",
+        "basic-auth",
+        "--backend-store-uri",
+        paths.db_uri("mlflow", pg_port),
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(paths.artifacts),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     log = os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:  # its own session: it outlives this command, and stop() signals its whole group
-        server = subprocess.Popen(command, cwd=paths.root, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            command,
+            cwd=paths.root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     finally:
         os.close(log)
     paths.server.write_text(json.dumps({"pid": server.pid, "host": host, "port": port}) + "\n")
@@ -212,8 +249,11 @@ def _warn_if_admin_password_differs(url: str) -> None:
         api(url, "GET", "/api/2.0/mlflow/users/current")
     except ApiError as exc:
         if exc.code == 401:
-            print(f"warning: {ADMIN_PASSWORD} is not the admin's password on this server: MLflow reads it "
-                  f"only on the first start; use the password set then", file=sys.stderr)
+            print(
+                f"warning: {ADMIN_PASSWORD} is not the admin's password on this server: MLflow reads it "
+                f"only on the first start; use the password set then",
+                file=sys.stderr,
+            )
 
 
 def _running_server(paths: ServerPaths) -> dict | None:

@@ -33,14 +33,17 @@ def studies_access() -> StudiesAccess | None:
     if not host:
         return None
     if not re.fullmatch(r"[A-Za-z0-9.:*-]+", host):
-        raise ServerError(f"{HOST} = {host!r}: expected one address or host name to listen on "
-                          "(0.0.0.0 or * for every interface)")
+        raise ServerError(
+            f"{HOST} = {host!r}: expected one address or host name to listen on (0.0.0.0 or * for every interface)"
+        )
     port = port_from(PORT, DEFAULT_PORT)
     password = os.environ.get(PASSWORD, "")
     if len(password) < MIN_PASSWORD:
         problem = "is not set" if not password else f"is shorter than {MIN_PASSWORD} characters"
-        raise ServerError(f"{HOST} opens the studies database, and {PASSWORD} {problem}: set it to the "
-                          f"password of its role `{NAME}`, at least {MIN_PASSWORD} characters")
+        raise ServerError(
+            f"{HOST} opens the studies database, and {PASSWORD} {problem}: set it to the "
+            f"password of its role `{NAME}`, at least {MIN_PASSWORD} characters"
+        )
     if not (password.isascii() and password.isprintable()):
         # PostgreSQL normalises other passwords (SASLprep) before hashing them; this file's hash does not.
         raise ServerError(f"{PASSWORD} holds characters other than printable ASCII: choose one without them")
@@ -67,18 +70,22 @@ def scram_verifier(password: str, salt: bytes | None = None) -> str:
 def open_sql(password: str) -> str:
     """A psql script, sent on its standard input, that makes the role and its database, or resets its password."""
     missing = "SELECT 'CREATE {what}' WHERE NOT EXISTS (SELECT FROM {table} WHERE {column} = '{name}') \\gexec\n"
-    return (missing.format(what=f"ROLE {NAME}", table="pg_roles", column="rolname", name=NAME)
-            + f"ALTER ROLE {NAME} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
-              f"PASSWORD '{scram_verifier(password)}';\n"
-            + missing.format(what=f"DATABASE {NAME} OWNER {NAME}", table="pg_database", column="datname", name=NAME)
-            + "".join(f"REVOKE CONNECT ON DATABASE {db} FROM PUBLIC;\n" for db in CLOSED_TO))
+    return (
+        missing.format(what=f"ROLE {NAME}", table="pg_roles", column="rolname", name=NAME)
+        + f"ALTER ROLE {NAME} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+        f"PASSWORD '{scram_verifier(password)}';\n"
+        + missing.format(what=f"DATABASE {NAME} OWNER {NAME}", table="pg_database", column="datname", name=NAME)
+        + "".join(f"REVOKE CONNECT ON DATABASE {db} FROM PUBLIC;\n" for db in CLOSED_TO)
+    )
 
 
 def hba_conf(access: StudiesAccess | None) -> str:
     """pg_hba.conf: this machine through the socket as today; over TCP the studies role alone, by password."""
     tcp = f"host    {NAME}  {NAME}  all  scram-sha-256\n" if access else ""
-    return ("# Written by mnist_pipeline.server on every start.\n"
-            "# The socket's folder is the access control for this machine (see mnist_pipeline.server.postgres).\n"
-            "local   all      all      trust\n"
-            f"{tcp}"
-            "host    all      all      all  reject\n")
+    return (
+        "# Written by mnist_pipeline.server on every start.\n"
+        "# The socket's folder is the access control for this machine (see mnist_pipeline.server.postgres).\n"
+        "local   all      all      trust\n"
+        f"{tcp}"
+        "host    all      all      all  reject\n"
+    )

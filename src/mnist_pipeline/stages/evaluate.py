@@ -19,14 +19,23 @@ def evaluate(data: str, model: str, metrics: str, predictions: str, robustness: 
     write_json(robustness, figures)
     with atomic_path(predictions) as tmp:
         tmp.write_text(evaluation.predictions_csv(test.labels, predicted))
-    print(f"evaluate: test accuracy {report['test_accuracy']:.2%}, test loss {report['test_loss']:.5f}; "
-          f"distorted: {min(figures.values()):.2%} to {max(figures.values()):.2%}")
+    print(
+        f"evaluate: test accuracy {report['test_accuracy']:.2%}, test loss {report['test_loss']:.5f}; "
+        f"distorted: {min(figures.values()):.2%} to {max(figures.values()):.2%}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_stage(evaluate, __doc__, argv, data="folder of the raw dataset files", model="checkpoint to score",
-                     metrics="evaluation JSON to write", predictions="actual,predicted CSV to write",
-                     robustness="robustness JSON to write: distortion name -> test accuracy")
+    return run_stage(
+        evaluate,
+        __doc__,
+        argv,
+        data="folder of the raw dataset files",
+        model="checkpoint to score",
+        metrics="evaluation JSON to write",
+        predictions="actual,predicted CSV to write",
+        robustness="robustness JSON to write: distortion name -> test accuracy",
+    )
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ def plot(data: str, model: str, history: str, metrics: str, robustness: str, out
     device.setup()
     checkpoint = load_checkpoint(model)
     samples = load_split(data, train=True).head(plots.SAMPLES)
-    pngs = plots.render(checkpoint.model, read_json(history), read_json(metrics), read_json(robustness), samples,
-                        checkpoint.classes)
+    pngs = plots.render(
+        checkpoint.model, read_json(history), read_json(metrics), read_json(robustness), samples, checkpoint.classes
+    )
     for name, png in pngs.items():
         with atomic_path(Path(out) / name) as tmp:
             tmp.write_bytes(png)
@@ -23,9 +24,17 @@ def plot(data: str, model: str, history: str, metrics: str, robustness: str, out
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_stage(plot, __doc__, argv, data="folder of the raw dataset files", model="checkpoint",
-                     history="per-epoch metrics JSON", metrics="evaluation JSON",
-                     robustness="robustness JSON (distortion name -> test accuracy)", out="folder for the PNGs")
+    return run_stage(
+        plot,
+        __doc__,
+        argv,
+        data="folder of the raw dataset files",
+        model="checkpoint",
+        history="per-epoch metrics JSON",
+        metrics="evaluation JSON",
+        robustness="robustness JSON (distortion name -> test accuracy)",
+        out="folder for the PNGs",
+    )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,9 @@ def train(params: str, data: str, model: str, history: str) -> None:
         distributed.leave()
 
 
-def _train(cfg: Params, params: str, data: Path, model: Path, history: Path, device: torch.device,
-           world: World | None) -> None:
+def _train(
+    cfg: Params, params: str, data: Path, model: Path, history: Path, device: torch.device, world: World | None
+) -> None:
     dataset = DATASETS[cfg.data.dataset]
     leader, processes = (world.leader, world.size) if world else (True, 1)
     train_set = raw.load_split(data, train=True).to(device)
@@ -65,18 +66,26 @@ def _train(cfg: Params, params: str, data: Path, model: Path, history: Path, dev
 
     training = engine.Training.create(cfg, len(train_set), device, processes)
     # Resume state lives beside the model; it is deleted once the run is complete.
-    state = resume.ResumeState(model.with_name("train_state.pt"), resume.fingerprint(cfg, data_digest, device.type),
-                               enabled=cfg.train.resume and leader)
+    state = resume.ResumeState(
+        model.with_name("train_state.pt"),
+        resume.fingerprint(cfg, data_digest, device.type),
+        enabled=cfg.train.resume and leader,
+    )
     records, interrupted_run = _restore(state, training, world)
     recording: contextlib.AbstractContextManager[Run | NullRun] = (
         training_run(cfg, dataset, data_digest, device.type, processes, resume_run_id=interrupted_run)
-        if leader else contextlib.nullcontext(NullRun()))
+        if leader
+        else contextlib.nullcontext(NullRun())
+    )
     with recording as run:
         if leader and is_server(run.uri):
             print(f"train: runs at {ui_link(run.uri, run.experiment_id)}", flush=True)
         where = f"{device}" + (f", rank {world.rank} of {world.size}" if world else "")
-        print(f"train: {len(train_set)} {dataset.name} images on {where}, {cfg.train.epochs} epochs"
-              + (f", resuming after epoch {len(records)}" if records else ""), flush=True)
+        print(
+            f"train: {len(train_set)} {dataset.name} images on {where}, {cfg.train.epochs} epochs"
+            + (f", resuming after epoch {len(records)}" if records else ""),
+            flush=True,
+        )
         run.backfill(records)
         with _peer_failures(world):
             started = time.perf_counter()
@@ -95,13 +104,21 @@ def _train(cfg: Params, params: str, data: Path, model: Path, history: Path, dev
             with atomic_path(model) as model_tmp, atomic_path(history) as history_tmp:
                 save_checkpoint(training.model, cfg.model, dataset.classes, model_tmp)
                 write_json(history_tmp, records)
-                _record(run, model_tmp, records, test_set.to(CPU), train_set.head(plots.SAMPLES).to(CPU),
-                        cfg.tracking.registered_model, dataset)
+                _record(
+                    run,
+                    model_tmp,
+                    records,
+                    test_set.to(CPU),
+                    train_set.head(plots.SAMPLES).to(CPU),
+                    cfg.tracking.registered_model,
+                    dataset,
+                )
     state.discard()
 
 
-def _restore(state: resume.ResumeState, training: engine.Training,
-             world: World | None) -> tuple[list[dict], str | None]:
+def _restore(
+    state: resume.ResumeState, training: engine.Training, world: World | None
+) -> tuple[list[dict], str | None]:
     """The interrupted run's epochs and id, and its training state loaded, on every rank (rank 0 reads it)."""
     restored = state.restore(training)
     if world:
@@ -127,20 +144,36 @@ def _peer_failures(world: World | None):
         raise
 
 
-def _record(run: Run, model: Path, records: list[dict], test: raw.Split, samples: raw.Split,
-            registered_model: str, dataset: Dataset) -> None:
+def _record(
+    run: Run,
+    model: Path,
+    records: list[dict],
+    test: raw.Split,
+    samples: raw.Split,
+    registered_model: str,
+    dataset: Dataset,
+) -> None:
     """The evaluation and the plots as the evaluate and plot stages compute them, from the saved model."""
     checkpoint = load_checkpoint(model)
     report, _ = evaluation.report(checkpoint.model, test, checkpoint.classes)
     robust = robustness.report(checkpoint.model, test)
     figures = plots.render(checkpoint.model, records, report, robust, samples, checkpoint.classes)
-    version, promoted = run.complete(checkpoint=model, example=test.images[:EXAMPLES].numpy(), report=report,
-                                     robustness=robust, figures=figures, dataset=dataset,
-                                     registered_model=registered_model)
+    version, promoted = run.complete(
+        checkpoint=model,
+        example=test.images[:EXAMPLES].numpy(),
+        report=report,
+        robustness=robust,
+        figures=figures,
+        dataset=dataset,
+        registered_model=registered_model,
+    )
     alias = f"@{CHAMPION}"
     champion = f"now {alias}" if promoted else f"{alias} unchanged"
-    print(f"train: recorded run {run.run_id}: test accuracy {report['test_accuracy']:.2%}; "
-          f"registered {registered_model} version {version}, {champion}", flush=True)
+    print(
+        f"train: recorded run {run.run_id}: test accuracy {report['test_accuracy']:.2%}; "
+        f"registered {registered_model} version {version}, {champion}",
+        flush=True,
+    )
 
 
 def _progress_bar(batches: Iterable[torch.Tensor], epoch: int) -> Iterable[torch.Tensor]:
@@ -150,13 +183,22 @@ def _progress_bar(batches: Iterable[torch.Tensor], epoch: int) -> Iterable[torch
 
 def _epoch_line(r: dict, seconds: float) -> str:
     # The article's log format, epochs counted from 1.
-    return (f"epoch: {r['epoch']}, train loss: {r['train_loss']:.5f}, train acc: {r['train_accuracy']:.1%}, "
-            f"test loss: {r['test_loss']:.5f}, test acc: {r['test_accuracy']:.1%} ({seconds:.2f} s)")
+    return (
+        f"epoch: {r['epoch']}, train loss: {r['train_loss']:.5f}, train acc: {r['train_accuracy']:.1%}, "
+        f"test loss: {r['test_loss']:.5f}, test acc: {r['test_accuracy']:.1%} ({seconds:.2f} s)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_stage(train, __doc__, argv, params="parameters file", data="folder of the raw dataset files",
-                     model="checkpoint to write", history="per-epoch metrics JSON to write")
+    return run_stage(
+        train,
+        __doc__,
+        argv,
+        params="parameters file",
+        data="folder of the raw dataset files",
+        model="checkpoint to write",
+        history="per-epoch metrics JSON to write",
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,9 @@ SWEEP_FILE = "sweep.yaml"
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m mnist_pipeline.sweep", description=__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = argparse.ArgumentParser(
+        prog="python -m mnist_pipeline.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = top.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a study's trials (join it, if it exists)")
     run.add_argument("--trials", type=int, help="finished trials to run the study to (default: sweep.yaml's)")
@@ -53,8 +54,10 @@ def parser() -> argparse.ArgumentParser:
     promote_ = commands.add_parser("promote", help="run the best trial as the DVC experiment STUDY-best")
     for each in (run, worker, promote_):
         each.add_argument("study", help="a study of sweep.yaml")
-        each.add_argument("--storage", help="database URL of the study (default: $MNIST_SWEEP_STORAGE, "
-                                            "else sweeps.journal at the project root)")
+        each.add_argument(
+            "--storage",
+            help="database URL of the study (default: $MNIST_SWEEP_STORAGE, else sweeps.journal at the project root)",
+        )
     for each in (run, worker):
         each.add_argument("--params", default="params.yaml", help=argparse.SUPPRESS)
     worker.add_argument("--trials", type=int)
@@ -115,9 +118,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def _announce(spec: specs.Study, study, recorder: Recorder, workers: int) -> None:
     done = len(finished(study))
-    print(f"sweep: study {spec.name}: {done} of {spec.trials} trials finished, {spec.epochs} epochs each at most, "
-          f"{workers} worker{'s' if workers > 1 else ''} here; {spec.validation} training images held out "
-          f"for validation; pruner {spec.pruner}", flush=True)
+    print(
+        f"sweep: study {spec.name}: {done} of {spec.trials} trials finished, {spec.epochs} epochs each at most, "
+        f"{workers} worker{'s' if workers > 1 else ''} here; {spec.validation} training images held out "
+        f"for validation; pruner {spec.pruner}",
+        flush=True,
+    )
     print(f"sweep: runs in MLflow: {recorder.link()}", flush=True)
 
 
@@ -125,13 +131,17 @@ def _conclude(study, recorder: Recorder) -> None:
     trials = study.get_trials(deepcopy=False)
     best = best_trial(study)
     epochs = sum(t.user_attrs.get("epochs_trained", 0) for t in trials)
-    states = ", ".join(f"{sum(t.state == s for t in trials)} {s.name.lower()}" for s in TrialState
-                       if any(t.state == s for t in trials))
+    states = ", ".join(
+        f"{sum(t.state == s for t in trials)} {s.name.lower()}" for s in TrialState if any(t.state == s for t in trials)
+    )
     print(f"sweep: study {study.study_name}: {len(trials)} trials ({states}), {epochs} epochs trained", flush=True)
     if best is not None:
-        print(f"sweep: best trial {best.number}, validation accuracy {best.value:.4f}; its params.yaml values are "
-              f"best_params.yaml in the parent run; `python -m mnist_pipeline.sweep promote {study.study_name}` "
-              "trains it on the whole training set as a DVC experiment", flush=True)
+        print(
+            f"sweep: best trial {best.number}, validation accuracy {best.value:.4f}; its params.yaml values are "
+            f"best_params.yaml in the parent run; `python -m mnist_pipeline.sweep promote {study.study_name}` "
+            "trains it on the whole training set as a DVC experiment",
+            flush=True,
+        )
 
 
 def _launch(args: argparse.Namespace, study) -> int:
@@ -153,8 +163,11 @@ def _launch(args: argparse.Namespace, study) -> int:
             workers.remove(worker)
             if worker.returncode < 0:
                 retried = retire(study, worker_name(worker.pid))
-                print(f"sweep: worker {worker.pid} died ({signal.Signals(-worker.returncode).name}); "
-                      f"trial {', '.join(map(str, retried)) or 'none'} failed and queued again", flush=True)
+                print(
+                    f"sweep: worker {worker.pid} died ({signal.Signals(-worker.returncode).name}); "
+                    f"trial {', '.join(map(str, retried)) or 'none'} failed and queued again",
+                    flush=True,
+                )
             elif worker.returncode:
                 interrupted = interrupted or worker.returncode
     return interrupted

@@ -18,20 +18,28 @@ def promote(study: optuna.Study, root: Path) -> float:
     """Run the winner as a DVC experiment in a temporary copy; return its test accuracy."""
     best = best_trial(study)
     if best is None:
-        raise SweepError(f"study {study.study_name} has no complete trial yet: run it first "
-                         f"(python -m mnist_pipeline.sweep run {study.study_name})")
+        raise SweepError(
+            f"study {study.study_name} has no complete trial yet: run it first "
+            f"(python -m mnist_pipeline.sweep run {study.study_name})"
+        )
     name = f"{study.study_name}-best"
     sets = [f"{key}={_yaml(value)}" for key, value in overrides(best).items()]
     command = ["dvc", "exp", "run", "--temp", "-n", name, *(arg for s in sets for arg in ("-S", s))]
-    print(f"promote: trial {best.number}, validation accuracy {best.value:.4f}, as DVC experiment {name}:\n"
-          f"  {' '.join(command)}", flush=True)
+    print(
+        f"promote: trial {best.number}, validation accuracy {best.value:.4f}, as DVC experiment {name}:\n"
+        f"  {' '.join(command)}",
+        flush=True,
+    )
     # Promoting again replaces the experiment: DVC refuses a name that exists.
     subprocess.run(["dvc", "exp", "remove", name], cwd=root, capture_output=True)
     if subprocess.run(command, cwd=root).returncode != 0:
         raise SweepError(f"dvc exp run failed for {name}; its output is above")
     accuracy = test_accuracy(name, root)
-    print(f"promote: {name}: validation accuracy {best.value:.4f} chose it (trial {best.number}); "
-          f"test accuracy {accuracy:.4f}", flush=True)
+    print(
+        f"promote: {name}: validation accuracy {best.value:.4f} chose it (trial {best.number}); "
+        f"test accuracy {accuracy:.4f}",
+        flush=True,
+    )
     return accuracy
 
 

@@ -54,8 +54,13 @@ def open_storage(url: str | None, root: Path) -> BaseStorage:
     from sqlalchemy.exc import IntegrityError, ProgrammingError  # with a database only: 0.3 s to import
 
     def storage() -> RDBStorage:
-        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                          heartbeat_stale_trial_callback=retry_stale)
+        return RDBStorage(
+            url,
+            engine_kwargs=kwargs,
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
+            heartbeat_stale_trial_callback=retry_stale,
+        )
 
     try:
         try:
@@ -95,14 +100,22 @@ def open_study(spec: Study, storage: BaseStorage) -> optuna.Study:
         "none": optuna.pruners.NopPruner,
     }
     sampler = TrialSeededTPE(spec.seed)
-    study = optuna.create_study(study_name=spec.name, storage=storage, sampler=sampler,
-                                pruner=pruners[spec.pruner](), direction="maximize", load_if_exists=True)
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=storage,
+        sampler=sampler,
+        pruner=pruners[spec.pruner](),
+        direction="maximize",
+        load_if_exists=True,
+    )
     made_with = study.user_attrs.get("spec")
     if made_with is None:
         study.set_user_attr("spec", spec.fingerprint())
     elif made_with != spec.fingerprint():
-        raise SpecError(f"study {spec.name} in this storage was made with other settings ({made_with}); "
-                        f"its trials would not compare: delete the study or use another --storage")
+        raise SpecError(
+            f"study {spec.name} in this storage was made with other settings ({made_with}); "
+            f"its trials would not compare: delete the study or use another --storage"
+        )
     return study
 
 
@@ -111,8 +124,9 @@ def load_study(name: str, storage: BaseStorage) -> optuna.Study:
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        raise SweepError(f"no study {name!r} in the study storage yet: "
-                         f"run it first (python -m mnist_pipeline.sweep run {name})") from None
+        raise SweepError(
+            f"no study {name!r} in the study storage yet: run it first (python -m mnist_pipeline.sweep run {name})"
+        ) from None
 
 
 def finished(study: optuna.Study) -> list[FrozenTrial]:
@@ -171,9 +185,15 @@ class Worker:
             value = 0.0
             for record in engine.fit(training, self.train, self.val, params.train):
                 epoch, value = int(record["epoch"]), record["test_accuracy"]
-                run.log_epoch({"epoch": epoch, "train_loss": record["train_loss"],
-                               "train_accuracy": record["train_accuracy"],
-                               "val_loss": record["test_loss"], "val_accuracy": value})
+                run.log_epoch(
+                    {
+                        "epoch": epoch,
+                        "train_loss": record["train_loss"],
+                        "train_accuracy": record["train_accuracy"],
+                        "val_loss": record["test_loss"],
+                        "val_accuracy": value,
+                    }
+                )
                 trial.set_user_attr("epochs_trained", epoch)
                 trial.report(value, epoch)
                 if trial.should_prune():
@@ -186,10 +206,12 @@ class Worker:
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         drawn = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
         best = study.best_trial if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else None
-        print(f"trial {trial.number} {trial.state.name.lower()}: val_accuracy "
-              f"{'-' if value is None else f'{value:.4f}'} after {trial.user_attrs.get('epochs_trained', 0)} epochs "
-              f"({seconds:.1f} s) {drawn}"
-              + (f"; best: trial {best.number}, {best.value:.4f}" if best else ""), flush=True)
+        print(
+            f"trial {trial.number} {trial.state.name.lower()}: val_accuracy "
+            f"{'-' if value is None else f'{value:.4f}'} after {trial.user_attrs.get('epochs_trained', 0)} epochs "
+            f"({seconds:.1f} s) {drawn}" + (f"; best: trial {best.number}, {best.value:.4f}" if best else ""),
+            flush=True,
+        )
 
     def _wait_for_the_others(self) -> None:
         """A dead worker's trial goes stale only when somebody looks after the grace period: while
@@ -200,8 +222,7 @@ class Worker:
             time.sleep(HEARTBEAT_S)
             optuna.storages.fail_stale_trials(self.study)
             while self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                self.study.optimize(self._objective, n_trials=1, catch=(DivergenceError,),
-                                    callbacks=[self._progress])
+                self.study.optimize(self._objective, n_trials=1, catch=(DivergenceError,), callbacks=[self._progress])
 
 
 def retire(study: optuna.Study, worker: str) -> list[int]:

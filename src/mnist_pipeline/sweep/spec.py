@@ -50,19 +50,32 @@ class Study:
 
     def trial_params(self, base: dict, drawn: dict[str, Any]) -> Params:
         """The params of a trial: params.yaml's, then the study's fixed keys, its draws and its budget."""
-        return with_values(base, {**self.params, **drawn, "train.epochs": self.epochs},
-                           f"sweep.yaml study {self.name}")
+        return with_values(base, {**self.params, **drawn, "train.epochs": self.epochs}, f"sweep.yaml study {self.name}")
 
     def settings(self) -> dict[str, Any]:
         """The study's own settings, as its parent run's params."""
-        return {"trials": self.trials, "epochs": self.epochs, "validation": self.validation,
-                "pruner": self.pruner, "seed": self.seed}
+        return {
+            "trials": self.trials,
+            "epochs": self.epochs,
+            "validation": self.validation,
+            "pruner": self.pruner,
+            "seed": self.seed,
+        }
 
     def fingerprint(self) -> str:
         """What a study's stored trials depend on: a study resumed with another must not mix them."""
-        return json.dumps({"epochs": self.epochs, "validation": self.validation, "seed": self.seed,
-                           "pruner": self.pruner, "params": self.params,
-                           "space": {k: vars(d) for k, d in self.space.items()}}, sort_keys=True, default=list)
+        return json.dumps(
+            {
+                "epochs": self.epochs,
+                "validation": self.validation,
+                "seed": self.seed,
+                "pruner": self.pruner,
+                "params": self.params,
+                "space": {k: vars(d) for k, d in self.space.items()},
+            },
+            sort_keys=True,
+            default=list,
+        )
 
 
 def load(path: Path, name: str, base: dict, trials: int | None = None, epochs: int | None = None) -> Study:
@@ -89,8 +102,10 @@ def load(path: Path, name: str, base: dict, trials: int | None = None, epochs: i
         pruner=_choice(raw["pruner"], PRUNERS, f"{where}.pruner"),
         seed=_count(raw["seed"], f"{where}.seed", minimum=0),
         params=_mapping(raw["params"], f"{where}.params"),
-        space={key: _dimension(value, f"{where}.space.{key}")
-               for key, value in _mapping(raw["space"], f"{where}.space").items()},
+        space={
+            key: _dimension(value, f"{where}.space.{key}")
+            for key, value in _mapping(raw["space"], f"{where}.space").items()
+        },
     )
     _check_keys(study, base, where)
     _check_values(study, base, where)

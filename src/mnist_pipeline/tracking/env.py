@@ -40,8 +40,9 @@ def is_server(uri: str) -> bool:
 def ui_link(base_url: str, experiment_id: str) -> str:
     """The experiment's runs with their charts. MLflow 3.17's UI picks its view from `workflowType`
     in the URL (then the browser's saved choice, else GenAI); it ignores the experiment's tags."""
-    return (f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
-            "?workflowType=machine_learning&compareRunsMode=CHART")
+    return (
+        f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&compareRunsMode=CHART"
+    )
 
 
 def git_commit() -> str:

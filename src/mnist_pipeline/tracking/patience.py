@@ -21,8 +21,13 @@ DEFAULT_PATIENCE_S = 600.0
 # for. Any other error status (a 500 from a broken store, a 4xx refusal) comes back the same each time.
 WAITED_FOR_STATUSES = frozenset({502, 503, 504})
 # No answer at all: refused, reset, cut off mid-answer or timed out.
-NO_ANSWER = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-             ConnectionError, TimeoutError)
+NO_ANSWER = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    ConnectionError,
+    TimeoutError,
+)
 
 T = TypeVar("T")
 
@@ -59,11 +64,17 @@ def patiently(uri: str, call: Callable[[], T], stop: threading.Event | None = No
                 print(f"tracking: {uri} answers again; the record is complete", file=sys.stderr, flush=True)
             return result
         if time.monotonic() > deadline:
-            raise TrackingError(f"MLflow tracking server {uri} did not answer for {patience:.0f} s; "
-                                f"the run can be resumed by running the stage again ({brief(failure)})")
+            raise TrackingError(
+                f"MLflow tracking server {uri} did not answer for {patience:.0f} s; "
+                f"the run can be resumed by running the stage again ({brief(failure)})"
+            )
         if not gave_notice:
-            print(f"tracking: {uri} does not answer ({brief(failure, 120)}); training goes on, and the record "
-                  f"waits for it (up to {patience:.0f} s)", file=sys.stderr, flush=True)
+            print(
+                f"tracking: {uri} does not answer ({brief(failure, 120)}); training goes on, and the record "
+                f"waits for it (up to {patience:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
             gave_notice = True
         if stop is None:
             time.sleep(pause)
@@ -98,7 +109,9 @@ def _answered(uri: str, exc: MlflowException | requests.HTTPError) -> TrackingEr
     """An error the store answered with, as one line."""
     status = http_status(exc)
     if is_server(uri) and status is not None and status >= 500:
-        return TrackingError(f"MLflow tracking server {uri} failed a request (HTTP {status}), an error that "
-                             f"waiting does not clear: {brief(exc)}; the run can be resumed by running the stage "
-                             "again once the server is mended")
+        return TrackingError(
+            f"MLflow tracking server {uri} failed a request (HTTP {status}), an error that "
+            f"waiting does not clear: {brief(exc)}; the run can be resumed by running the stage "
+            "again once the server is mended"
+        )
     return TrackingError(f"MLflow tracking store {uri}: {brief(exc)}")

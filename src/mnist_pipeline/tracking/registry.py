@@ -58,8 +58,12 @@ def _served_model(checkpoint: Path, example: np.ndarray | None) -> dict[str, Any
         signature=SIGNATURE,
         input_example=example,  # MLflow runs the saved model on it as a check
         # Explicit, so MLflow does not infer requirements in a subprocess that may reach the network.
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
-                          f"pandas=={pd.__version__}", f"mlflow=={mlflow.__version__}"],
+        pip_requirements=[
+            f"torch=={torch.__version__.split('+')[0]}",
+            f"numpy=={np.__version__}",
+            f"pandas=={pd.__version__}",
+            f"mlflow=={mlflow.__version__}",
+        ],
     )
 
 
@@ -68,8 +72,9 @@ def _logged_model() -> str | None:
     run = mlflow.active_run()
     if run is None:
         return None
-    found = MlflowClient().search_logged_models([run.info.experiment_id],
-                                                filter_string=f"source_run_id = '{run.info.run_id}'")
+    found = MlflowClient().search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+    )
     ready = [m for m in found if m.status == LoggedModelStatus.READY]
     return f"models:/{ready[0].model_id}" if ready else None
 
@@ -104,15 +109,20 @@ def _crown(client: MlflowClient, name: str, dataset: str) -> str:
         if champion is not None:
             dataset = champion.tags.get("dataset", "mnist")
         first = int(champion.version) if champion else 0
-        candidates = [v for v in client.search_model_versions(f"name = '{name}'")
-                      if int(v.version) >= first and v.tags.get("dataset", "mnist") == dataset]
+        candidates = [
+            v
+            for v in client.search_model_versions(f"name = '{name}'")
+            if int(v.version) >= first and v.tags.get("dataset", "mnist") == dataset
+        ]
         best = str(max(candidates, key=lambda v: (float(v.tags.get("test_accuracy", "-1")), -int(v.version))).version)
         if champion is not None and str(champion.version) == best:
             return best
         with contextlib.suppress(MlflowException):  # another registration set the alias first: look again
             client.set_registered_model_alias(name, CHAMPION, best)
-    raise TrackingError(f"model {name!r}: the {CHAMPION} alias kept changing under "
-                        f"{CROWN_ATTEMPTS} attempts to set it; registrations are racing")
+    raise TrackingError(
+        f"model {name!r}: the {CHAMPION} alias kept changing under "
+        f"{CROWN_ATTEMPTS} attempts to set it; registrations are racing"
+    )
 
 
 def _champion(client: MlflowClient, name: str) -> ModelVersion | None:

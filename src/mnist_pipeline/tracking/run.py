@@ -64,8 +64,10 @@ class Run:
 
     def backfill(self, records: list[dict[str, float]]) -> None:
         """Send the epochs of a resumed run that its record lacks (an interruption can lose the last)."""
-        logged = {m.step for m in patience.patiently(self.uri, lambda: self._client.get_metric_history(
-            self.run_id, "test_accuracy"))}
+        logged = {
+            m.step
+            for m in patience.patiently(self.uri, lambda: self._client.get_metric_history(self.run_id, "test_accuracy"))
+        }
         for record in records:
             if record["epoch"] not in logged:
                 self.log_epoch(record)
@@ -76,8 +78,17 @@ class Run:
         self._sender.join()
         self._raise_failure()
 
-    def complete(self, *, checkpoint: Path, example: np.ndarray, report: dict, robustness: dict[str, float],
-                 figures: dict[str, bytes], dataset: Dataset, registered_model: str) -> tuple[str, bool]:
+    def complete(
+        self,
+        *,
+        checkpoint: Path,
+        example: np.ndarray,
+        report: dict,
+        robustness: dict[str, float],
+        figures: dict[str, bytes],
+        dataset: Dataset,
+        registered_model: str,
+    ) -> tuple[str, bool]:
         """Log the rest of the record: the evaluation (metrics/eval.json's bytes, and its per-class
         figures as a table), the accuracy under distortions (metrics/robustness.json's bytes, and each
         figure as a metric `robustness/<name>`), the plots and the model; register the model. Returns
@@ -108,8 +119,9 @@ class Run:
     def _send(self) -> None:
         while not self._stopped.is_set() and (metrics := self._pending.get()) is not None:
             try:
-                patience.patiently(self.uri, lambda: self._client.log_batch(self.run_id, metrics=metrics),
-                                   stop=self._stopped)
+                patience.patiently(
+                    self.uri, lambda: self._client.log_batch(self.run_id, metrics=metrics), stop=self._stopped
+                )
             except BaseException as exc:  # handed to the training thread at its next call
                 self._failure = exc
                 return
@@ -132,8 +144,9 @@ class NullRun:
 
 
 @contextlib.contextmanager
-def training_run(params: Params, dataset: Dataset, data_digest: str, device: str, world_size: int,
-                 resume_run_id: str | None = None) -> Iterator[Run]:
+def training_run(
+    params: Params, dataset: Dataset, data_digest: str, device: str, world_size: int, resume_run_id: str | None = None
+) -> Iterator[Run]:
     """Start this execution's run (or reopen an interrupted one): FINISHED at the end, FAILED on an
     error, KILLED on Ctrl-C or SIGTERM; never left RUNNING."""
     patience.limit_s()  # a bad setting stops the stage before it starts a run
@@ -149,7 +162,8 @@ def training_run(params: Params, dataset: Dataset, data_digest: str, device: str
     except MlflowException as exc:
         end("FAILED", uri)  # a run started before the error is not left RUNNING
         raise store.refusal(exc, uri, names.experiment, names.registered_model) or TrackingError(
-            f"MLflow tracking store {uri}: {brief(exc)}") from None
+            f"MLflow tracking store {uri}: {brief(exc)}"
+        ) from None
     run = Run(active.info.run_id, experiment_id, uri)
     try:
         yield run
@@ -164,14 +178,16 @@ def training_run(params: Params, dataset: Dataset, data_digest: str, device: str
     end("FINISHED", uri)
 
 
-def _start(params: Params, dataset: Dataset, data_digest: str, tags: dict[str, str],
-           experiment_id: str) -> mlflow.ActiveRun:
+def _start(
+    params: Params, dataset: Dataset, data_digest: str, tags: dict[str, str], experiment_id: str
+) -> mlflow.ActiveRun:
     commit = git_commit()
     tags = {**tags, "git_commit": commit, "mlflow.source.git.commit": commit, "torch_threads": str(THREADS)}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
-    active = mlflow.start_run(experiment_id=experiment_id, run_name=_run_name(params, commit), tags=tags,
-                              log_system_metrics=True)
+    active = mlflow.start_run(
+        experiment_id=experiment_id, run_name=_run_name(params, commit), tags=tags, log_system_metrics=True
+    )
     mlflow.log_params(flatten(params))
     _log_dataset(dataset, data_digest)
     return active
@@ -184,7 +200,8 @@ def _log_dataset(dataset: Dataset, data_digest: str) -> None:
     the dataset on its second try."""
     # MLflow's Dataset is no ABC, and MetaDataset leaves its `profile` to it: None.
     data = MetaDataset(  # type: ignore[abstract]
-        HTTPDatasetSource(dataset.public_mirrors[0]), name=dataset.name, digest=data_digest)
+        HTTPDatasetSource(dataset.public_mirrors[0]), name=dataset.name, digest=data_digest
+    )
     try:
         mlflow.log_input(data, context="training")
     except MlflowException:

@@ -43,8 +43,9 @@ class Recorder:
         self.parent_id = study.user_attrs.get(PARENT_ATTR) or self._make_parent(settings)
 
     def _make_parent(self, settings: dict[str, Any]) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=f"search {self.name}",
-                                     tags={"sweep_study": self.name, "sweep_parent": "true"})
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"search {self.name}", tags={"sweep_study": self.name, "sweep_parent": "true"}
+        )
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in settings.items()])
         self.study.set_user_attr(PARENT_ATTR, run.info.run_id)
         # Workers starting together may each have made one; the study keeps the last written, and
@@ -62,9 +63,11 @@ class Recorder:
         inherited = trial.user_attrs.get(RUN_ATTR)
         mlflow.set_tracking_uri(self.uri)
         active = mlflow.start_run(
-            experiment_id=self.experiment_id, run_name=f"{self.name} trial {trial.number}",
-            tags={"mlflow.parentRunId": self.parent_id, "sweep_study": self.name,
-                  "sweep_trial": str(trial.number)}, log_system_metrics=True)
+            experiment_id=self.experiment_id,
+            run_name=f"{self.name} trial {trial.number}",
+            tags={"mlflow.parentRunId": self.parent_id, "sweep_study": self.name, "sweep_trial": str(trial.number)},
+            log_system_metrics=True,
+        )
         trial.set_user_attr(RUN_ATTR, active.info.run_id)
         if inherited:
             self._mark_retried(inherited, trial.number)
@@ -104,9 +107,12 @@ class Recorder:
         as a params.yaml fragment; the parent ends FINISHED (a later `run` reopens it)."""
         trials = self.study.get_trials(deepcopy=False)
         counts = {state: sum(t.state == state for t in trials) for state in TrialState}
-        metrics = {"trials_complete": counts[TrialState.COMPLETE], "trials_pruned": counts[TrialState.PRUNED],
-                   "trials_failed": counts[TrialState.FAIL],
-                   "epochs_trained": sum(t.user_attrs.get("epochs_trained", 0) for t in trials)}
+        metrics = {
+            "trials_complete": counts[TrialState.COMPLETE],
+            "trials_pruned": counts[TrialState.PRUNED],
+            "trials_failed": counts[TrialState.FAIL],
+            "epochs_trained": sum(t.user_attrs.get("epochs_trained", 0) for t in trials),
+        }
         best = best_trial(self.study)
         if best is not None:
             metrics["best_val_accuracy"] = float(best.value or 0.0)
@@ -157,9 +163,12 @@ def figures(study: optuna.Study) -> dict[str, bytes]:
     import matplotlib.pyplot as plt  # after choosing the backend: no display here
     from optuna.visualization import matplotlib as vis
 
-    plots: dict[str, Callable[[optuna.Study], Any]] = {"optimization_history.png": vis.plot_optimization_history, "param_importances.png":
-             vis.plot_param_importances, "parallel_coordinate.png": vis.plot_parallel_coordinate,
-             "slice.png": vis.plot_slice}
+    plots: dict[str, Callable[[optuna.Study], Any]] = {
+        "optimization_history.png": vis.plot_optimization_history,
+        "param_importances.png": vis.plot_param_importances,
+        "parallel_coordinate.png": vis.plot_parallel_coordinate,
+        "slice.png": vis.plot_slice,
+    }
     pngs = {}
     for name, plot in plots.items():
         try:

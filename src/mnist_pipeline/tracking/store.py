@@ -23,7 +23,8 @@ def connect(uri: str, experiment: str, registered_model: str | None = None) -> s
         return found.experiment_id if found else _create_experiment(experiment, uri)
     except MlflowException as exc:
         raise refusal(exc, uri, experiment, registered_model) or TrackingError(
-            f"MLflow tracking store {uri} is not usable: {brief(exc)}") from None
+            f"MLflow tracking store {uri} is not usable: {brief(exc)}"
+        ) from None
 
 
 def find_experiment(name: str, uri: str) -> str | None:
@@ -40,21 +41,25 @@ def check_reachable(uri: str) -> None:
         raise TrackingError(f"MLflow tracking server {uri} is not reachable: {exc}") from None
 
 
-def refusal(exc: MlflowException, uri: str, experiment: str,
-            registered_model: str | None = None) -> TrackingError | None:
+def refusal(
+    exc: MlflowException, uri: str, experiment: str, registered_model: str | None = None
+) -> TrackingError | None:
     """The server's 401 or 403 as a message that says what to do; never the password."""
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     status = exc.get_http_status_code()
     if status == 401:
         who = f"user {user!r}" if user else "a request without credentials"
-        return TrackingError(f"MLflow tracking server {uri} refused {who} (HTTP 401): set MLFLOW_TRACKING_USERNAME "
-                             "and MLFLOW_TRACKING_PASSWORD to an account of that server")
+        return TrackingError(
+            f"MLflow tracking server {uri} refused {who} (HTTP 401): set MLFLOW_TRACKING_USERNAME "
+            "and MLFLOW_TRACKING_PASSWORD to an account of that server"
+        )
     if status == 403:
         model = f" --model {registered_model}" if registered_model else ""
         return TrackingError(
             f"MLflow tracking server {uri}: user {user!r} lacks the EDIT permission on experiment "
             f"{experiment!r} (HTTP 403), so it cannot log runs there; an admin can grant it: "
-            f"python -m mnist_pipeline.server grant {user} {experiment} EDIT{model}")
+            f"python -m mnist_pipeline.server grant {user} {experiment} EDIT{model}"
+        )
     return None
 
 
