@@ -2,6 +2,7 @@
 scored on a validation split without the test files, every trial a complete child run, deterministic
 with one worker, Ctrl-C and a killed worker, and the winner promoted to a DVC experiment."""
 
+import os
 import re
 import signal
 import subprocess
@@ -270,3 +271,38 @@ def test_promote_makes_the_winner_a_reproducible_dvc_experiment(tmp_path):
     for stage in ("train", "evaluate"):  # the download stage would fetch: there is no network here
         sh("dvc", "repro", "-f", "-s", stage, cwd=root)
     assert {name: (root / "metrics" / name).read_bytes() for name in expected} == expected
+
+
+def test_a_killed_local_worker_s_trial_is_run_again_by_the_other(folder):
+    write_sweep(folder, trials=4, epochs=30)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "mnist_pipeline.sweep", "run", "tiny", "--workers", "2"],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(PYTHONPATH=str(REPO / "src")),
+    )
+    deadline = time.monotonic() + 120
+    while not (
+        running := [
+            t for t in _trials_if_any(folder) if t.user_attrs.get("epochs_trained") and t.state.name == "RUNNING"
+        ]
+    ):
+        assert time.monotonic() < deadline and launcher.poll() is None, launcher.communicate()
+        time.sleep(0.1)
+    victim = running[0]
+    os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    out, err = launcher.communicate(timeout=600)
+    assert launcher.returncode == 0, err
+    assert f"died (SIGKILL); trial {victim.number} failed and queued again" in out
+    study = trials(folder)
+    assert study[victim.number].state.name == "FAIL"
+    (retry,) = [t for t in study if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.state.name in ("COMPLETE", "PRUNED") and retry.params == victim.params
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in study) >= 4
+    client = store(folder)
+    runs = client.search_runs([client.get_experiment_by_name("mnist-mlp-search").experiment_id])
+    (dead,) = [r for r in runs if r.data.tags.get("sweep_trial") == str(victim.number)]
+    assert dead.info.status == "FAILED" and dead.data.tags["sweep_retried_by"] == str(retry.number)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
