@@ -24,7 +24,7 @@ from test_engine import augmented
 from servers import free_port
 from support.projects import assert_complete_run, project_runs, store
 from support.synthetic import write_synthetic_mnist
-from support.tiny import train_in_process, write_tiny_params
+from support.tiny import TRAIN_ARGS, train_in_process, write_tiny_params
 from support.tools import REPO, clean_env
 
 # Enough test images that one flipped prediction (1/2048) is well inside the 0.003 accuracy bound.
@@ -66,17 +66,6 @@ def test_two_ranks_end_with_identical_weights_and_the_curve_of_one_process(param
 
 
 # --- The train stage with train.processes = 2, as DVC runs it ---
-
-TRAIN_ARGS = [
-    "--params",
-    "params.yaml",
-    "--data",
-    "data",
-    "--model",
-    "models/model.pt",
-    "--history",
-    "metrics/history.json",
-]
 
 
 def make_workdir(folder: Path, **train) -> Path:

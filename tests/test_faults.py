@@ -21,7 +21,7 @@ from mnist_pipeline.stages import train as train_stage
 
 from support.projects import project_runs
 from support.synthetic import write_synthetic_mnist
-from support.tiny import train_in_process, write_tiny_params
+from support.tiny import TRAIN_ARGS, train_in_process, write_tiny_params
 from support.tools import REPO, clean_env
 
 pytestmark = pytest.mark.slow
@@ -60,18 +60,7 @@ def stage(name: str, workdir: Path, *args: str) -> subprocess.Popen:
 
 
 def train(workdir: Path) -> subprocess.Popen:
-    return stage(
-        "train",
-        workdir,
-        "--params",
-        "params.yaml",
-        "--data",
-        "data",
-        "--model",
-        "models/model.pt",
-        "--history",
-        "metrics/history.json",
-    )
+    return stage("train", workdir, *TRAIN_ARGS)
 
 
 def wait_for_saved_state(proc: subprocess.Popen, workdir: Path) -> None:
@@ -173,16 +162,6 @@ def inside(workdir, monkeypatch):
     return workdir
 
 
-TRAIN_ARGS = [
-    "--params",
-    "params.yaml",
-    "--data",
-    "data",
-    "--model",
-    "models/model.pt",
-    "--history",
-    "metrics/history.json",
-]
 EVALUATE_ARGS = [
     "--data",
     "data",

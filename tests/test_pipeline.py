@@ -74,8 +74,7 @@ def test_the_run_holds_the_whole_record(project):
     for name in ("eval", "robustness"):
         logged = client.download_artifacts(run.info.run_id, f"metrics/{name}.json", str(root / "downloaded"))
         assert open(logged, "rb").read() == (root / f"metrics/{name}.json").read_bytes()
-    robust = json.loads((root / "metrics/robustness.json").read_text())
-    assert {name: run.data.metrics[f"robustness/{name}"] for name in robust} == robust
+    assert not [name for name in run.data.metrics if name.startswith("robustness")]  # charts before the curves
     for name in ("loss", "samples", "robustness"):
         logged = client.download_artifacts(run.info.run_id, f"plots/{name}.png", str(root / "downloaded"))
         assert open(logged, "rb").read() == (root / "plots" / f"{name}.png").read_bytes()

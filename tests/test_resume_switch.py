@@ -11,18 +11,7 @@ from mnist_pipeline.files import rounded
 from mnist_pipeline.stages import train as train_stage
 
 from support.synthetic import write_synthetic_mnist
-from support.tiny import train_in_process, write_tiny_params
-
-TRAIN_ARGS = [
-    "--params",
-    "params.yaml",
-    "--data",
-    "data",
-    "--model",
-    "models/model.pt",
-    "--history",
-    "metrics/history.json",
-]
+from support.tiny import TRAIN_ARGS, train_in_process, write_tiny_params
 
 
 def test_with_resume_off_an_interrupted_runs_state_is_not_taken_up(tmp_path, monkeypatch, capsys):

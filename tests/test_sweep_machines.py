@@ -3,6 +3,7 @@ and the studies database) on one, a worker on each; a worker killed mid-trial is
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -50,6 +51,21 @@ def row(t):
             "retried_by": run.data.tags.get("sweep_retried_by") if run else None}
 print(json.dumps([row(t) for t in study.get_trials()]))
 """
+# Wait, where the server is, until worker argv[3] is training a trial (an epoch done); exit 1 after 120 s.
+TRAINING = """
+import sys, time, optuna
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    try:  # the workers may not have made the study yet
+        trials = optuna.load_study(study_name=sys.argv[1], storage=sys.argv[2]).get_trials()
+    except KeyError:
+        trials = []
+    if any(t.state.name == "RUNNING" and t.user_attrs.get("worker") == sys.argv[3]
+           and t.user_attrs.get("epochs_trained") for t in trials):
+        sys.exit(0)
+    time.sleep(0.2)
+sys.exit(1)
+"""
 
 
 @dataclass
@@ -81,6 +97,21 @@ class Site:
             stderr=subprocess.PIPE,
             text=True,
         )
+
+    def wait_training(self, study: str, worker: str) -> None:
+        command = [
+            "ip",
+            "netns",
+            "exec",
+            self.hosts["a"][0],
+            sys.executable,
+            "-c",
+            TRAINING,
+            study,
+            self.storage,
+            worker,
+        ]
+        assert subprocess.run(command, env=self.env, timeout=180).returncode == 0
 
     def report(self, study: str) -> list[dict]:
         done = subprocess.run(
@@ -136,7 +167,7 @@ def site(tmp_path_factory) -> Iterator[Site]:
                 folder = tmp_path_factory.mktemp(f"machine-{host}")
                 (folder / "params.yaml").write_text((REPO / "params.yaml").read_text())
                 (folder / "sweep.yaml").write_text(
-                    yaml.safe_dump({"studies": {"two": STUDY, "kill": {**STUDY, "trials": 6, "epochs": 12}}})
+                    yaml.safe_dump({"studies": {"two": STUDY, "kill": {**STUDY, "trials": 6, "epochs": 30}}})
                 )
                 write_synthetic_mnist(folder / "data" / "mnist", n_train=4000, n_test=8)
                 for test_file in (folder / "data" / "mnist").glob("t10k-*"):
@@ -174,10 +205,8 @@ def test_two_machines_run_one_study_every_trial_once(site):
 def test_a_killed_worker_s_trial_is_failed_by_heartbeat_and_retried_by_the_other(site):
     survivor = site.worker("a", "kill")
     doomed = site.worker("b", "kill")
-    lines = iter(doomed.stdout.readline, "")
-    line = next((line for line in lines if line.startswith("trial ")), "")  # its first trial done:
-    assert line, doomed.stderr.read()  # the next one is in progress
-    time.sleep(1.5)
+    # `ip netns exec` runs the worker in its own process: its pid is in the trials' worker name.
+    site.wait_training("kill", f"{socket.gethostname()}:{doomed.pid}")
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
     killed_at = time.time()

@@ -14,21 +14,10 @@ from mlflow.tracking import MlflowClient
 from servers import server_cli
 from support.projects import EPOCHS, assert_complete_run, make_project, recorded_run_id
 from support.synthetic import write_synthetic_mnist
-from support.tiny import write_tiny_params
+from support.tiny import TRAIN_ARGS, write_tiny_params
 from support.tools import REPO, clean_env, run_queue, sh
 
 pytestmark = pytest.mark.slow
-
-TRAIN_ARGS = [
-    "--params",
-    "params.yaml",
-    "--data",
-    "data",
-    "--model",
-    "models/model.pt",
-    "--history",
-    "metrics/history.json",
-]
 
 
 def train(workdir: Path, env: dict) -> subprocess.Popen:

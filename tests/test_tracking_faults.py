@@ -21,22 +21,12 @@ from mnist_pipeline.tracking.run import Run
 from support.gateway import Gateway, tracking_server_behind_gateway
 from support.projects import assert_complete_run, recorded_run_id
 from support.synthetic import write_synthetic_mnist
-from support.tiny import write_tiny_params
+from support.tiny import TRAIN_ARGS, write_tiny_params
 from support.tools import REPO, clean_env
 
 pytestmark = pytest.mark.slow
 
 EPOCHS = 2
-TRAIN_ARGS = [
-    "--params",
-    "params.yaml",
-    "--data",
-    "data",
-    "--model",
-    "models/model.pt",
-    "--history",
-    "metrics/history.json",
-]
 
 
 @pytest.fixture(scope="module")

@@ -45,3 +45,16 @@ def train_in_process(
     train, test = load_split(data_dir, train=True), load_split(data_dir, train=False)
     training = training or engine.Training.create(params, len(train), torch.device("cpu"))
     return list(engine.fit(training, train, test, params.train, first_epoch)), training
+
+
+# The train stage's options, as dvc.yaml passes them, for a working folder laid out like the project.
+TRAIN_ARGS = [
+    "--params",
+    "params.yaml",
+    "--data",
+    "data",
+    "--model",
+    "models/model.pt",
+    "--history",
+    "metrics/history.json",
+]

@@ -90,17 +90,14 @@ class Run:
         registered_model: str,
     ) -> tuple[str, bool]:
         """Log the rest of the record: the evaluation (metrics/eval.json's bytes, and its per-class
-        figures as a table), the accuracy under distortions (metrics/robustness.json's bytes, and each
-        figure as a metric `robustness/<name>`), the plots and the model; register the model. Returns
-        (version, became champion). The per-class figures are a table, not metrics: the UI charts every
-        metric, and 20 bar charts would come before the per-epoch curves. The robustness figures are
-        metrics, so runs sort and filter by them; the UI groups them in a section of their own by the
-        prefix before the slash."""
+        figures as a table), the accuracy under distortions (metrics/robustness.json's bytes), the plots
+        and the model; register the model. Returns (version, became champion). Neither the per-class nor
+        the robustness figures are metrics: the UI charts every metric, and their bar charts would come
+        before the per-epoch curves (13 robustness charts did, in a section of their own)."""
         self.flush()
         patiently = functools.partial(patience.patiently, self.uri)
         patiently(lambda: mlflow.log_text(json_text(report), "metrics/eval.json"))
         patiently(lambda: mlflow.log_text(json_text(robustness), "metrics/robustness.json"))
-        patiently(lambda: mlflow.log_metrics({f"robustness/{name}": v for name, v in robustness.items()}))
         patiently(lambda: mlflow.log_table(evaluation.per_class_table(report), "metrics/per_class.json"))
         with tempfile.TemporaryDirectory() as folder:
             for name, png in figures.items():
