@@ -202,6 +202,8 @@ def test_ctrl_c_fails_the_trial_and_run_again_continues_the_study(folder):
     write_sweep(folder, trials=4, epochs=40, validation=200)
     worker = subprocess.Popen(
         [sys.executable, "-m", "mnist_pipeline.sweep", "run", "tiny"],
+        # Ctrl-C reaches it even where this test runs in a background job (which ignores SIGINT).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         cwd=folder,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -14,6 +14,7 @@ import mlflow
 import optuna
 import yaml
 from mlflow.entities import Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, Trial, TrialState
 
@@ -117,7 +118,10 @@ class Recorder:
         if best is not None:
             metrics["best_val_accuracy"] = float(best.value or 0.0)
             self.client.log_text(self.parent_id, best_params_yaml(best), "best_params.yaml")
-            self.client.set_tag(self.parent_id, "sweep_best_trial", str(best.number))
+            try:
+                self.client.set_tag(self.parent_id, "sweep_best_trial", str(best.number))
+            except MlflowException:  # workers summarising at once: MLflow checks, then inserts; look again
+                self.client.set_tag(self.parent_id, "sweep_best_trial", str(best.number))
         for key, value in metrics.items():
             self.client.log_metric(self.parent_id, key, value)
         with tempfile.TemporaryDirectory() as folder:
