@@ -62,8 +62,14 @@ def run_queue(root: Path, workers: int, env: dict | None = None, wait_s: float =
         )
     assert done.returncode == 0, (root / "queue-start.log").read_text()
     deadline = time.monotonic() + wait_s
-    while "Queued" in (status := sh("dvc", "queue", "status", cwd=root, env=env).stdout) or "Running" in status:
-        assert time.monotonic() < deadline, status
+    while True:
+        shown = sh("dvc", "queue", "status", cwd=root, env=env, check=False)
+        status = shown.stdout
+        # DVC's status can fail reading a task's record while that task writes it ("Expecting value"):
+        # a failed look is looked at again, within the deadline.
+        if shown.returncode == 0 and "Queued" not in status and "Running" not in status:
+            break
+        assert time.monotonic() < deadline, status + shown.stderr
         time.sleep(2)
     failed = [line.split()[0] for line in status.splitlines() if line.split()[-1:] == ["Failed"]]
     if failed:  # a task that failed before its stages ran has no log of its own, only its worker's
