@@ -54,16 +54,24 @@ def folder(tmp_path) -> Path:
     return tmp_path
 
 
-def sweep(root: Path, *args: str, **popen) -> subprocess.CompletedProcess:
-    return subprocess.run(
+def start_sweep(root: Path, *args: str) -> subprocess.Popen:
+    """`python -m mnist_pipeline.sweep ARGS` in `root`, as a user runs it; Ctrl-C reaches it even where
+    the tests run in a background job (whose children ignore SIGINT)."""
+    return subprocess.Popen(
         [sys.executable, "-m", "mnist_pipeline.sweep", *args],
         cwd=root,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=clean_env(PYTHONPATH=str(REPO / "src")),
-        timeout=600,
-        **popen,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+
+def sweep(root: Path, *args: str) -> subprocess.CompletedProcess:
+    process = start_sweep(root, *args)
+    out, err = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def trials(root: Path, name: str = "tiny") -> list[optuna.trial.FrozenTrial]:
@@ -129,17 +137,7 @@ def test_one_worker_repeats_a_fresh_study_exactly_and_never_reads_the_test_files
         (other / name).write_text((folder / name).read_text())
     (other / "data").symlink_to(folder / "data")
     # Both at once: one worker each, two fresh studies.
-    runs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "mnist_pipeline.sweep", "run", "tiny"],
-            cwd=root,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=clean_env(PYTHONPATH=str(REPO / "src")),
-        )
-        for root in (folder, other)
-    ]
+    runs = [start_sweep(root, "run", "tiny") for root in (folder, other)]
     (out, err), (_, other_err) = (run.communicate(timeout=600) for run in runs)
     assert [run.returncode for run in runs] == [0, 0], err + other_err
     first = subprocess.CompletedProcess([], 0, out, err)
@@ -199,17 +197,8 @@ def test_every_trial_is_a_complete_child_run_of_the_study(folder):
 
 
 def test_ctrl_c_fails_the_trial_and_run_again_continues_the_study(folder):
-    write_sweep(folder, trials=4, epochs=40, validation=200)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "mnist_pipeline.sweep", "run", "tiny"],
-        # Ctrl-C reaches it even where this test runs in a background job (which ignores SIGINT).
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        cwd=folder,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(PYTHONPATH=str(REPO / "src")),
-    )
+    write_sweep(folder, trials=4, epochs=120, validation=200)
+    worker = start_sweep(folder, "run", "tiny")
     deadline = time.monotonic() + 120
     while not any(t.user_attrs.get("epochs_trained") for t in _trials_if_any(folder)):
         assert time.monotonic() < deadline and worker.poll() is None, worker.communicate()
@@ -231,7 +220,7 @@ def test_ctrl_c_fails_the_trial_and_run_again_continues_the_study(folder):
     assert again.returncode == 0, again.stderr
     assert [(t.number, t.state.name == "FAIL") for t in trials(folder)] == [(0, True), (1, False), (2, False)]
     # Other settings would mix trials that do not compare: refused.
-    write_sweep(folder, trials=4, epochs=20, validation=200)
+    write_sweep(folder, trials=4, epochs=60, validation=200)
     other = sweep(folder, "run", "tiny")
     assert other.returncode == 1 and "made with other settings" in other.stderr
 
@@ -277,14 +266,7 @@ def test_promote_makes_the_winner_a_reproducible_dvc_experiment(tmp_path):
 
 def test_a_killed_local_worker_s_trial_is_run_again_by_the_other(folder):
     write_sweep(folder, trials=4, epochs=30)
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "mnist_pipeline.sweep", "run", "tiny", "--workers", "2"],
-        cwd=folder,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(PYTHONPATH=str(REPO / "src")),
-    )
+    launcher = start_sweep(folder, "run", "tiny", "--workers", "2")
     deadline = time.monotonic() + 120
     while not (
         running := [
