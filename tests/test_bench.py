@@ -1,11 +1,16 @@
-"""The benchmark script runs end to end (tiny sizes: it is not a timed test) and the docs quote its recipe."""
+"""The benchmark scripts run end to end (tiny sizes: they are not timed tests) and the docs quote the
+tuned recipe."""
 
 import importlib.util
 import re
 import subprocess
 import sys
 
+import optuna
 import pytest
+import yaml
+
+from mnist_pipeline.sweep.search import open_storage
 
 from support.synthetic import write_synthetic_mnist
 from support.tools import REPO, clean_env
@@ -59,3 +64,34 @@ def test_bench_runs_and_ends_with_its_machine_readable_line(tmp_path):
 
 def test_performance_guide_gives_the_tuned_recipe_the_benchmark_times():
     assert load_bench().tuned_command() in (REPO / "docs" / "performance.md").read_text()
+
+
+def test_pruning_bench_trains_a_study_s_pruned_trials_to_their_budget(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    write_synthetic_mnist(tmp_path / "data" / "mnist", n_train=1200, n_test=8)
+    study = {
+        "trials": 8,
+        "epochs": 4,
+        "validation": 200,
+        "pruner": "hyperband",
+        "seed": 0,
+        "params": {"model.kind": "mlp", "model.hidden": [16]},
+        "space": {"train.lr": {"float": [0.001, 0.3], "log": True}},
+    }
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"studies": {"tiny": study}}))
+    env = clean_env(PYTHONPATH=str(REPO / "src"))
+    run = [sys.executable, "-m", "mnist_pipeline.sweep", "run", "tiny"]
+    assert subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, timeout=300).returncode == 0
+    trials = optuna.load_study(study_name="tiny", storage=open_storage(None, tmp_path)).get_trials()
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    assert pruned, "hyperband pruned nothing: the bench would have nothing to train"
+    bench = [sys.executable, str(REPO / "bench" / "pruning.py"), "tiny", "--workers", "2"]
+    done = subprocess.run(bench, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Each pruned trial trained again, and the best complete one, which repeats its value.
+    assert sum(" unpruned " in line for line in done.stdout.splitlines()) == len(pruned) + 1
+    fields = dict(pair.split("=") for pair in done.stdout.strip().splitlines()[-1].split())
+    assert int(fields["epochs"]) == sum(t.user_attrs["epochs_trained"] for t in trials)
+    assert int(fields["unpruned_epochs"]) == 4 * len(trials)
+    assert float(fields["best_val"]) == round(max(t.value for t in trials if t.state.name == "COMPLETE"), 4)
+    assert float(fields["best_val_unpruned"]) >= float(fields["best_val"])

@@ -1,0 +1,84 @@
+"""What pruning cost a finished study: its pruned trials trained again to the full budget, unpruned.
+
+    PYTHONPATH=src python bench/pruning.py mlp [--workers 2] [--storage URL]   # after `make sweep STUDY=mlp`
+
+The same trials without pruning: a complete trial already ran its whole budget (training is seeded,
+so it would repeat its value; the best one is trained again to show it), a pruned one is trained
+here, with the params it drew, on the same validation split. The last line is machine-readable:
+epochs=<trained by the study> unpruned_epochs=<the same trials unpruned> epoch_ratio=<fraction>
+best_val=<the study's best> best_val_unpruned=<best of the same trials unpruned>
+"""
+
+import argparse
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from mnist_pipeline import device as compute
+from mnist_pipeline import engine
+from mnist_pipeline.sweep import spec as specs
+from mnist_pipeline.sweep.search import finished, load_study, open_storage, validation_data
+from mnist_pipeline.tracking.search import best_trial, overrides
+
+_data: tuple = ()  # each worker process's training and validation split, loaded once
+
+
+def _load(spec: specs.Study, data_dir: Path) -> None:
+    global _data
+    _data = validation_data(spec, data_dir, compute.setup())
+
+
+def _train(base: dict, values: dict) -> tuple[float, float]:
+    """The final validation accuracy of the params `values` trained to their budget, and its seconds."""
+    params = specs.with_values(base, values, "a trial's params")
+    train, val = _data
+    started = time.perf_counter()
+    training = engine.Training.create(params, len(train), train.images.device)
+    *_, last = engine.fit(training, train, val, params.train)
+    return last["test_accuracy"], time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--storage")
+    args = parser.parse_args()
+    root = Path.cwd()
+    base = yaml.safe_load((root / "params.yaml").read_text())
+    spec = specs.load(root / "sweep.yaml", args.study, base)
+    study = load_study(args.study, open_storage(args.storage, root))
+    trials = finished(study)
+    best = best_trial(study)
+    assert best is not None and best.value is not None, "the study has no complete trial"
+    again: list[FrozenTrial] = [best, *(t for t in trials if t.state == TrialState.PRUNED)]
+    data_dir = root / "data" / spec.trial_params(base, {}).data.dataset
+    with ProcessPoolExecutor(args.workers, get_context("spawn"), initializer=_load, initargs=(spec, data_dir)) as pool:
+        jobs = {t.number: pool.submit(_train, base, overrides(t)) for t in again}
+        unpruned = {t.number: t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None}
+        for trial in again:
+            value, seconds = jobs[trial.number].result()
+            print(
+                f"trial {trial.number} ({trial.state.name.lower()} after {trial.user_attrs['epochs_trained']} epochs, "
+                f"val_accuracy {trial.value:.4f}): unpruned {value:.4f} ({seconds:.0f} s)",
+                flush=True,
+            )
+            if trial.state == TrialState.COMPLETE:
+                assert value == trial.value, f"trial {trial.number} did not repeat its value: training is not seeded"
+            unpruned[trial.number] = value
+    epochs = sum(t.user_attrs["epochs_trained"] for t in trials)
+    budget = sum(overrides(t)["train.epochs"] for t in trials)
+    best_unpruned = max(unpruned, key=lambda n: unpruned[n])
+    print(f"study {args.study}: {len(trials)} trials; best unpruned: trial {best_unpruned}")
+    print(
+        f"epochs={epochs} unpruned_epochs={budget} epoch_ratio={epochs / budget:.3f} "
+        f"best_val={best.value:.4f} best_val_unpruned={unpruned[best_unpruned]:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
