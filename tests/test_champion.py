@@ -17,8 +17,8 @@ from PIL import Image, ImageDraw
 from mnist_pipeline.tracking import registry
 from test_serve import CHAMPION_URI, NAME, check_answer, inputs, post, start_serving, strokes
 
+from support.local_servers import stop
 from support.tools import REPO, clean_env
-from test_ui import stop
 
 pytestmark = pytest.mark.slow
 

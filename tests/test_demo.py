@@ -25,8 +25,9 @@ from playwright.sync_api import expect
 from mnist_pipeline import preprocess
 
 from servers import free_port
+from support.local_servers import stop
 from support.tools import MNIST_MIRROR, REPO, clean_env
-from test_ui import SCREENSHOTS, browser, stop  # noqa: F401 (browser: a fixture)
+from test_ui import SCREENSHOTS, browser  # noqa: F401 (browser: a fixture)
 
 pytestmark = pytest.mark.slow
 # The drawing tests need a model that reads digits: the session's, trained on real MNIST.

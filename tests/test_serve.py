@@ -25,8 +25,8 @@ from mnist_pipeline import inference, preprocess
 from mnist_pipeline.tracking import registry
 
 from servers import free_port
+from support.local_servers import stop, wait_healthy
 from support.tools import MNIST_MIRROR, REPO, clean_env
-from test_ui import stop, wait_healthy
 
 pytestmark = pytest.mark.slow
 NAME, CHAMPION_URI = "mnist-mlp", "models:/mnist-mlp@champion"

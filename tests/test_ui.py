@@ -5,14 +5,8 @@ driven by PyPI's playwright (no browser download), reads it the way a person wou
 go to test-artifacts/ at the repo root (gitignored).
 """
 
-import contextlib
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,7 +14,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from mnist_pipeline.tracking.env import ui_link
 
-from servers import free_port
+from support.local_servers import mlflow_server
 from support.projects import EPOCHS, PER_EPOCH, project_runs, store
 from support.tools import REPO
 
@@ -40,7 +34,6 @@ SCREENSHOTS = REPO / "test-artifacts"
 # tall enough for the whole run overview (24 metrics, 14 params).
 VIEWPORT = {"width": 1440, "height": 1800}
 WAIT_MS = 30_000  # first loads of the UI's bundle on 2 busy cores take seconds
-SERVER_START_S = 90  # `mlflow server --workers 1` takes about 13 s here
 
 pytestmark = [
     pytest.mark.slow,
@@ -51,66 +44,14 @@ pytestmark = [
 ]
 
 
-def wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"mlflow server exited {server.returncode}:\n{log.read_text()}")
-        with contextlib.suppress(OSError):
-            with direct.open(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        time.sleep(0.25)
-    raise AssertionError(f"mlflow server not healthy after {SERVER_START_S} s:\n{log.read_text()}")
-
-
-def stop(server: subprocess.Popen) -> None:
-    """SIGTERM the server's whole process group (it runs uvicorn as a child), SIGKILL what stays."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        server.wait(timeout=15)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.pid, signal.SIGKILL)
-    server.wait()
-
-
 @pytest.fixture(scope="module")
 def mlflow_ui(project, tmp_path_factory):
     """The real `mlflow server` on the project's store, on a free loopback port; its base URL."""
     root, _ = project
-    port = free_port()
-    log = tmp_path_factory.mktemp("mlflow-server") / "server.log"
-    env = {
-        **os.environ,
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        # No huey job runner (8 more processes, seconds of start-up): the UI checks need none.
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    command = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    with open(log, "wb") as out:
-        server = subprocess.Popen(
-            command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, server, log)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    with mlflow_server(f"sqlite:///{root / 'mlflow.db'}", cwd=root, log=folder / "server.log", env=env) as url:
         yield url
-    finally:
-        stop(server)
 
 
 @pytest.fixture(scope="module")

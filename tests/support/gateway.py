@@ -3,23 +3,17 @@
 import contextlib
 import http.client
 import http.server
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
-import time
-import urllib.request
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from servers import free_port
+from support.local_servers import mlflow_server
 from support.tools import clean_env
 
-START_WITHIN_S = 180  # `mlflow server` took 12 to 76 s to answer on 2 busy cores
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length"}
 
 
@@ -94,44 +88,18 @@ def _handler(target: tuple[str, int], faults: Faults) -> type[http.server.BaseHT
 @contextlib.contextmanager
 def tracking_server_behind_gateway() -> Iterator[Gateway]:
     folder = Path(tempfile.mkdtemp(prefix="mlflow-gateway-"))
-    port = free_port()
-    command = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{folder / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(folder / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    with open(folder / "server.log", "w") as log:
-        server = subprocess.Popen(
-            command, cwd=folder, env=clean_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    store, artifacts = f"sqlite:///{folder / 'mlflow.db'}", str(folder / "artifacts")
     faults = Faults()
-    relay = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(("127.0.0.1", port), faults))
-    threading.Thread(target=relay.serve_forever, daemon=True).start()
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}", server, folder / "server.log")
-        yield Gateway(f"http://127.0.0.1:{relay.server_address[1]}", f"http://127.0.0.1:{port}", faults)
+        with mlflow_server(
+            store, "--artifacts-destination", artifacts, cwd=folder, log=folder / "server.log", env=clean_env()
+        ) as url:
+            target = ("127.0.0.1", urllib.parse.urlsplit(url).port or 80)
+            relay = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(target, faults))
+            threading.Thread(target=relay.serve_forever, daemon=True).start()
+            try:
+                yield Gateway(f"http://127.0.0.1:{relay.server_address[1]}", url, faults)
+            finally:
+                relay.shutdown()
     finally:
-        relay.shutdown()
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers
-        server.wait(timeout=30)
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_WITHIN_S
-    while time.monotonic() < deadline:
-        assert server.poll() is None, log.read_text()[-3000:]
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                return
-        time.sleep(0.5)
-    raise AssertionError(f"mlflow server did not answer within {START_WITHIN_S} s:\n{log.read_text()[-3000:]}")
