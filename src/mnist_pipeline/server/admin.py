@@ -11,11 +11,10 @@ import urllib.request
 
 from mnist_pipeline.errors import brief
 from mnist_pipeline.mlflow_rest import EXPERIMENT_TAGS
-from mnist_pipeline.server.config import ServerError
+from mnist_pipeline.server.config import MIN_PASSWORD, ServerError, password_problem
 
 ADMIN_PASSWORD = "MLFLOW_AUTH_ADMIN_PASSWORD"  # MLflow's own variable: it creates the admin from it
 NEW_USER_PASSWORD = "MLFLOW_NEW_USER_PASSWORD"
-MIN_PASSWORD = 12  # MLflow's rule (mlflow.utils.validation._validate_password); checked early here
 
 
 class ApiError(ServerError):
@@ -29,8 +28,8 @@ class ApiError(ServerError):
 
 def admin_password() -> str:
     password = os.environ.get(ADMIN_PASSWORD, "")
-    if len(password) < MIN_PASSWORD:
-        problem = "is not set" if not password else f"is shorter than {MIN_PASSWORD} characters"
+    problem = password_problem(password)
+    if problem:
         raise ServerError(
             f"{ADMIN_PASSWORD} {problem}: set it to the admin's password, at least "
             f"{MIN_PASSWORD} characters (export {ADMIN_PASSWORD}=...)"

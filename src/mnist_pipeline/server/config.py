@@ -9,6 +9,7 @@ from mnist_pipeline.errors import PipelineError
 
 PG_PORT = 5432  # the cluster's port while the studies database is closed: it then only names the socket file
 EVERY_INTERFACE = ("0.0.0.0", "::", "*", "")
+MIN_PASSWORD = 12  # MLflow's rule (mlflow.utils.validation._validate_password), kept for every password here
 
 
 class ServerError(PipelineError):
@@ -40,6 +41,15 @@ class ServerPaths:
 
 def server_paths() -> ServerPaths:
     return ServerPaths(Path(os.environ.get("MLFLOW_SERVER_DIR") or ".mlflow-server").resolve())
+
+
+def password_problem(password: str) -> str | None:
+    """What makes `password` unfit to protect the server (unset, too short), or None."""
+    if not password:
+        return "is not set"
+    if len(password) < MIN_PASSWORD:
+        return f"is shorter than {MIN_PASSWORD} characters"
+    return None
 
 
 def port_from(variable: str, default: int) -> int:

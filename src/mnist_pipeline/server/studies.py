@@ -8,12 +8,19 @@ import re
 import socket
 from dataclasses import dataclass, field
 
-from mnist_pipeline.server.config import EVERY_INTERFACE, ServerError, bare_host, port_from, url_host
+from mnist_pipeline.server.config import (
+    EVERY_INTERFACE,
+    MIN_PASSWORD,
+    ServerError,
+    bare_host,
+    password_problem,
+    port_from,
+    url_host,
+)
 
 NAME = "studies"  # the role, and the one database it owns and reaches
 HOST, PORT, PASSWORD = "STUDIES_HOST", "STUDIES_PORT", "STUDIES_PASSWORD"
 DEFAULT_PORT = 5433
-MIN_PASSWORD = 12
 SCRAM_ITERATIONS = 4096  # PostgreSQL's own default (scram_iterations)
 CLOSED_TO = ("mlflow", "mlflow_auth", "postgres")  # databases no role but the superuser may connect to
 
@@ -38,8 +45,8 @@ def studies_access() -> StudiesAccess | None:
         )
     port = port_from(PORT, DEFAULT_PORT)
     password = os.environ.get(PASSWORD, "")
-    if len(password) < MIN_PASSWORD:
-        problem = "is not set" if not password else f"is shorter than {MIN_PASSWORD} characters"
+    problem = password_problem(password)
+    if problem:
         raise ServerError(
             f"{HOST} opens the studies database, and {PASSWORD} {problem}: set it to the "
             f"password of its role `{NAME}`, at least {MIN_PASSWORD} characters"
