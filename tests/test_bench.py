@@ -68,11 +68,11 @@ def test_performance_guide_gives_the_tuned_recipe_the_benchmark_times():
 
 def test_pruning_bench_trains_a_study_s_pruned_trials_to_their_budget(tmp_path):
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    write_synthetic_mnist(tmp_path / "data" / "mnist", n_train=1200, n_test=8)
+    write_synthetic_mnist(tmp_path / "data" / "mnist", n_train=700, n_test=8)
     study = {
         "trials": 8,
         "epochs": 4,
-        "validation": 200,
+        "validation": 100,
         "pruner": "hyperband",
         "seed": 0,
         "params": {"model.kind": "mlp", "model.hidden": [16]},
@@ -85,7 +85,7 @@ def test_pruning_bench_trains_a_study_s_pruned_trials_to_their_budget(tmp_path):
     trials = optuna.load_study(study_name="tiny", storage=open_storage(None, tmp_path)).get_trials()
     pruned = [t for t in trials if t.state.name == "PRUNED"]
     assert pruned, "hyperband pruned nothing: the bench would have nothing to train"
-    bench = [sys.executable, str(REPO / "bench" / "pruning.py"), "tiny", "--workers", "2"]
+    bench = [sys.executable, str(REPO / "bench" / "pruning.py"), "tiny", "--workers", "1"]
     done = subprocess.run(bench, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     # Each pruned trial trained again, and the best complete one, which repeats its value.
