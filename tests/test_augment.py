@@ -65,15 +65,46 @@ def test_elastic_field_moves_pixels_by_its_strength():
     assert (field[:, 1:] - field[:, :-1]).abs().mean() < 0.3 * field.abs().mean()  # smooth: neighbours move alike
 
 
+def draws(seed: int, **strengths) -> augment.Draws:
+    cfg = dataclasses.replace(load_params(REPO / "params.yaml").train.augment, **strengths)
+    return augment.random_draws(cfg, 256, IMAGE_SHAPE, torch.Generator().manual_seed(seed), CPU)
+
+
 def test_random_grids_are_seeded_and_stay_within_their_strengths():
-    cfg = dataclasses.replace(load_params(REPO / "params.yaml").train.augment, rotation=30)
-    draw = lambda seed: augment.random_grids(cfg, 256, IMAGE_SHAPE, torch.Generator().manual_seed(seed), CPU)  # noqa: E731
+    draw = lambda seed: draws(seed, rotation=30).grids  # noqa: E731
     assert torch.equal(draw(0), draw(0)) and not torch.equal(draw(0), draw(1))
     # Rotation alone: each grid is a turn about the centre; its angle from the corner's direction.
     corner = draw(0)[:, 0, 0]  # where the top-left output pixel samples, (x, y) in [-1, 1]
     turn = torch.rad2deg(torch.atan2(corner[:, 1], corner[:, 0]) - torch.atan2(torch.tensor(-1.0), torch.tensor(-1.0)))
     turn = (turn + 180) % 360 - 180
     assert turn.abs().max() <= 30.01 and turn.abs().max() > 25 and turn.min() < -25  # both ways, up to 30
+
+
+def test_stroke_and_noise_are_seeded_drawn_within_their_strengths_and_off_draw_nothing():
+    drawn = draws(0, stroke=0.5, noise=0.3)
+    again = draws(0, stroke=0.5, noise=0.3)
+    assert drawn.strokes is not None and drawn.noise is not None and again.noise is not None
+    assert torch.equal(drawn.noise, again.noise) and not torch.equal(drawn.noise, draws(1, noise=0.3).noise)
+    changed = drawn.strokes != 0
+    assert 0.4 < changed.float().mean() < 0.6  # half of the images, thinner or thicker
+    assert 0.3 < (drawn.strokes[changed] > 0).float().mean() < 0.7
+    deviations = drawn.noise.flatten(1).std(1)
+    assert deviations.max() < 0.32 and deviations.min() < 0.05 and deviations.max() > 0.25  # uniform in [0, 0.3]
+    # Off, they draw nothing: the geometric draws of a run without them stay as they were.
+    plain = draws(0, rotation=10)
+    assert plain.strokes is None and plain.noise is None
+    assert torch.equal(plain.grids, draws(0, rotation=10, stroke=0.5, noise=0.3).grids)
+
+
+def test_draws_apply_strokes_and_noise_after_the_warp():
+    image = known_image().repeat(3, 1, 1, 1)
+    still = augment.affine_grids(IMAGE_SHAPE, torch.zeros(3), torch.ones(3), torch.zeros(3, 2))
+    out = augment.Draws(still, strokes=torch.tensor([-1, 0, 1])).apply(image)
+    assert torch.allclose(out[0], augment.thinner(image[:1])[0], atol=1e-5)
+    assert torch.allclose(out[1], image[1], atol=1e-5)
+    assert torch.allclose(out[2], augment.thicker(image[:1])[0], atol=1e-5)
+    noisy = augment.Draws(still, noise=torch.full((3, 1, *IMAGE_SHAPE), 0.7)).apply(image)
+    assert noisy.min() == pytest.approx(0.7) and noisy.max() == 1.0  # added, then clipped to [0, 1]
 
 
 def steps_seen(params, data_dir) -> list[torch.Tensor]:

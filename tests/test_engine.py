@@ -25,7 +25,8 @@ def with_train(params, **changes):
 
 def augmented(params, **strengths):
     """`params` with train.augment set: by default every distortion on."""
-    strengths = strengths or {"rotation": 15, "scale": 0.1, "translate": 2, "shear": 10, "elastic": 1.5}
+    every = {"rotation": 15, "scale": 0.1, "translate": 2, "shear": 10, "elastic": 1.5, "stroke": 0.5, "noise": 0.2}
+    strengths = strengths or every
     return with_train(params, augment=dataclasses.replace(params.train.augment, **strengths))
 
 

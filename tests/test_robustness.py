@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_pipeline import robustness
+from mnist_pipeline import augment, robustness
 from mnist_pipeline.data import IMAGE_SHAPE, Split
 from test_augment import known_image
 
@@ -36,9 +36,9 @@ def test_scale_shrinks_the_ink_by_the_square_of_the_factor():
 def test_thicker_and_thinner_strokes_by_one_pixel_each_way():
     line = torch.zeros(1, 1, *IMAGE_SHAPE)
     line[0, 0, 5:20, 10:13] = 1.0  # 3 px wide, 15 tall
-    assert (robustness.thicker(line)[0, 0, 12] > 0).sum() == 5
-    assert (robustness.thinner(line)[0, 0, 12] > 0).sum() == 1
-    assert torch.equal(robustness.thinner(robustness.thicker(line)), line)  # a closing keeps a straight bar
+    assert (augment.thicker(line)[0, 0, 12] > 0).sum() == 5
+    assert (augment.thinner(line)[0, 0, 12] > 0).sum() == 1
+    assert torch.equal(augment.thinner(augment.thicker(line)), line)  # a closing keeps a straight bar
 
 
 def test_blur_low_resolution_and_noise_keep_the_ink_and_the_range():

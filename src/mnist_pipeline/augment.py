@@ -1,6 +1,9 @@
-"""Geometric distortions of image batches as sampling grids: random ones for training, fixed ones for robustness."""
+"""Distortions of image batches: geometric ones as sampling grids, stroke width and noise as pixel
+operations; random ones for training, fixed ones for robustness."""
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
@@ -78,11 +81,52 @@ def elastic_field(noise: torch.Tensor, rms: float) -> torch.Tensor:
     return field.permute(0, 2, 3, 1) * torch.tensor([2 / width, 2 / height], device=noise.device)
 
 
-def random_grids(
+def thicker(images: torch.Tensor) -> torch.Tensor:
+    """Strokes one pixel wider each way: grey-level dilation by a 3x3 cross, each pixel the brightest
+    of itself and its four neighbours (what lies outside is black)."""
+    padded = F.pad(images, (1, 1, 1, 1))
+    brightest = images
+    for top, left in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        brightest = torch.maximum(brightest, padded[..., top : top + images.shape[-2], left : left + images.shape[-1]])
+    return brightest
+
+
+def thinner(images: torch.Tensor) -> torch.Tensor:
+    """Strokes one pixel narrower each way: erosion by the same cross, each pixel the darkest of the five."""
+    return 1 - thicker(1 - images)
+
+
+@dataclass(frozen=True)
+class Draws:
+    """A batch's random distortions, one per image: its sampling grid (N, H, W, 2), then its stroke
+    change (N,): -1 thinner, 1 thicker, 0 as drawn, and the noise added to its pixels (N, 1, H, W)."""
+
+    grids: torch.Tensor
+    strokes: torch.Tensor | None = None
+    noise: torch.Tensor | None = None
+
+    def select(self, pick: Callable[[torch.Tensor], torch.Tensor]) -> "Draws":
+        """These draws for some of the images (a process's share of the batch)."""
+        strokes, noise = (None if t is None else pick(t) for t in (self.strokes, self.noise))
+        return Draws(pick(self.grids), strokes, noise)
+
+    def apply(self, images: torch.Tensor) -> torch.Tensor:
+        images = warp(images, self.grids)
+        if self.strokes is not None:
+            change = self.strokes[:, None, None, None]
+            images = torch.where(change > 0, thicker(images), torch.where(change < 0, thinner(images), images))
+        if self.noise is not None:
+            images = (images + self.noise).clamp(0, 1)
+        return images
+
+
+def random_draws(
     cfg: AugmentConfig, n: int, size: tuple[int, int], generator: torch.Generator, device: torch.device
-) -> torch.Tensor:
-    """Grids of one random distortion for each of `n` images, each strength drawn uniformly within
-    +-its value. Drawn on the CPU, so every device distorts alike."""
+) -> Draws:
+    """One random distortion for each of `n` images: each geometric strength drawn uniformly within
+    +-its value; a `stroke` share of the images made thinner or thicker (half each); Gaussian noise
+    whose standard deviation is drawn uniformly in [0, noise]. Drawn on the CPU, so every device
+    distorts alike; what is off draws nothing, so runs without it keep their draws."""
     u = torch.rand(n, 5, generator=generator).mul_(2).sub_(1).to(device)  # uniform in [-1, 1]
     grids = affine_grids(
         size, u[:, 0] * cfg.rotation, 1 + u[:, 1] * cfg.scale, u[:, 2:4] * cfg.translate, u[:, 4] * cfg.shear
@@ -90,4 +134,11 @@ def random_grids(
     if cfg.elastic:
         noise = torch.randn(n, 2, *size, generator=generator).to(device)
         grids = grids + elastic_field(noise, cfg.elastic)
-    return grids
+    strokes = pixels = None
+    if cfg.stroke:
+        share = torch.rand(n, generator=generator)
+        strokes = ((share < cfg.stroke).int() * torch.where(share < cfg.stroke / 2, -1, 1)).to(device)
+    if cfg.noise:
+        deviation = torch.rand(n, 1, 1, 1, generator=generator) * cfg.noise
+        pixels = (torch.randn(n, 1, *size, generator=generator) * deviation).to(device)
+    return Draws(grids, strokes, pixels)

@@ -78,6 +78,8 @@ class AugmentConfig:
     # Elastic distortion (Simard et al. 2003): a smooth random displacement field whose pixel
     # displacements have this root mean square, in pixels.
     elastic: float = field(metadata=_check(_between(0, 8)))
+    stroke: float = field(metadata=_check(_between(0, 1)))  # share of images drawn thinner or thicker by a pixel
+    noise: float = field(metadata=_check(_between(0, 1)))  # Gaussian pixel noise, deviation up to this
 
     @property
     def active(self) -> bool:

@@ -98,15 +98,15 @@ class Step(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
-Distort = Callable[[int, torch.device], torch.Tensor]
-"""Random sampling grids for a batch of n training images (augment.random_grids)."""
+Distort = Callable[[int, torch.device], augment.Draws]
+"""Random distortions for a batch of n training images (augment.random_draws)."""
 
 
 def distortions(cfg: AugmentConfig, generator: torch.Generator) -> Distort | None:
     """The training batches' random distortions; None when train.augment is all zeros: no draws at all."""
     if not cfg.active:
         return None
-    return lambda n, device: augment.random_grids(cfg, n, IMAGE_SHAPE, generator, device)
+    return lambda n, device: augment.random_draws(cfg, n, IMAGE_SHAPE, generator, device)
 
 
 def make_step(training: Training, cfg: TrainConfig, world: World | None = None) -> Step:
@@ -155,10 +155,10 @@ def train_one_epoch(
         share = len(mine) * world.size / len(idx) if world else 1.0
         images = data.images.index_select(0, mine)
         if distort:
-            # Every process draws the whole batch's grids and takes its slice: an image is distorted
-            # alike however many processes share the batch.
-            grids = distort(len(idx), images.device)
-            images = augment.warp(images, world.shard(grids) if world else grids)
+            # Every process draws the whole batch's distortions and takes its slice: an image is
+            # distorted alike however many processes share the batch.
+            draws = distort(len(idx), images.device)
+            images = (draws.select(world.shard) if world else draws).apply(images)
         loss, logits = step(images, labels, share)
         losses.append(loss)
         hits.append((logits.argmax(1) == labels).sum())

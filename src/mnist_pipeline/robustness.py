@@ -64,21 +64,6 @@ def shift(pixels: float) -> Distortion:
     return distort
 
 
-def thicker(images: torch.Tensor) -> torch.Tensor:
-    """Strokes one pixel wider each way: grey-level dilation by a 3x3 cross, each pixel the brightest
-    of itself and its four neighbours (what lies outside is black)."""
-    padded = F.pad(images, (1, 1, 1, 1))
-    brightest = images
-    for top, left in ((0, 1), (2, 1), (1, 0), (1, 2)):
-        brightest = torch.maximum(brightest, padded[..., top : top + images.shape[-2], left : left + images.shape[-1]])
-    return brightest
-
-
-def thinner(images: torch.Tensor) -> torch.Tensor:
-    """Strokes one pixel narrower each way: erosion by the same cross, each pixel the darkest of the five."""
-    return 1 - thicker(1 - images)
-
-
 def blur(images: torch.Tensor) -> torch.Tensor:
     return augment.smooth(images, BLUR)
 
@@ -139,8 +124,8 @@ DISTORTIONS: dict[str, Distortion] = {
     "scale_70": scale(0.7),
     "scale_130": scale(1.3),
     "shift_4": shift(4),
-    "thinner": thinner,
-    "thicker": thicker,
+    "thinner": augment.thinner,
+    "thicker": augment.thicker,
     "blur": blur,
     "low_res_14": low_resolution(14),
     "low_res_10": low_resolution(10),
