@@ -55,7 +55,10 @@ def main() -> None:
     trials = finished(study)
     best = best_trial(study)
     assert best is not None and best.value is not None, "the study has no complete trial"
-    again: list[FrozenTrial] = [best, *(t for t in trials if t.state == TrialState.PRUNED)]
+    # The most promising first: the best trial (its value must repeat), then the pruned ones by the
+    # value they were pruned at, highest first.
+    pruned = sorted((t for t in trials if t.state == TrialState.PRUNED), key=lambda t: -(t.value or 0.0))
+    again: list[FrozenTrial] = [best, *pruned]
     data_dir = root / "data" / spec.trial_params(base, {}).data.dataset
     with ProcessPoolExecutor(args.workers, get_context("spawn"), initializer=_load, initargs=(spec, data_dir)) as pool:
         jobs = {t.number: pool.submit(_train, base, overrides(t)) for t in again}
