@@ -98,40 +98,17 @@ class Site:
             text=True,
         )
 
+    def on_a(self, script: str, *args: str) -> list[str]:
+        """The command that runs the Python `script` with `args` on machine a (beside the database)."""
+        return ["ip", "netns", "exec", self.hosts["a"][0], sys.executable, "-c", script, *args]
+
     def wait_training(self, study: str, worker: str) -> None:
-        command = [
-            "ip",
-            "netns",
-            "exec",
-            self.hosts["a"][0],
-            sys.executable,
-            "-c",
-            TRAINING,
-            study,
-            self.storage,
-            worker,
-        ]
+        command = self.on_a(TRAINING, study, self.storage, worker)
         assert subprocess.run(command, env=self.env, timeout=180).returncode == 0
 
     def report(self, study: str) -> list[dict]:
-        done = subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.hosts["a"][0],
-                sys.executable,
-                "-c",
-                REPORT,
-                study,
-                self.storage,
-                self.tracking,
-            ],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        command = self.on_a(REPORT, study, self.storage, self.tracking)
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
