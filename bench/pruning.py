@@ -10,36 +10,18 @@ best_val=<the study's best> best_val_unpruned=<best of the same trials unpruned>
 """
 
 import argparse
-import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+import sys
 from pathlib import Path
 
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from mnist_pipeline import device as compute
-from mnist_pipeline import engine
+from mnist_pipeline import cli
 from mnist_pipeline.sweep import spec as specs
-from mnist_pipeline.sweep.search import finished, load_study, open_storage, validation_data
+from mnist_pipeline.sweep.search import finished, load_study, open_storage
 from mnist_pipeline.tracking.search import best_trial, overrides
 
-_data: tuple = ()  # each worker process's training and validation split, loaded once
-
-
-def _load(spec: specs.Study, data_dir: Path) -> None:
-    global _data
-    _data = validation_data(spec, data_dir, compute.setup())
-
-
-def _train(base: dict, values: dict) -> tuple[float, float]:
-    """The final validation accuracy of the params `values` trained to their budget, and its seconds."""
-    params = specs.with_values(base, values, "a trial's params")
-    train, val = _data
-    started = time.perf_counter()
-    training = engine.Training.create(params, len(train), train.images.device)
-    *_, last = engine.fit(training, train, val, params.train)
-    return last["test_accuracy"], time.perf_counter() - started
+import on_validation
 
 
 def main() -> None:
@@ -59,12 +41,11 @@ def main() -> None:
     # value they were pruned at, highest first.
     pruned = sorted((t for t in trials if t.state == TrialState.PRUNED), key=lambda t: -(t.value or 0.0))
     again: list[FrozenTrial] = [best, *pruned]
-    data_dir = root / "data" / spec.trial_params(base, {}).data.dataset
-    with ProcessPoolExecutor(args.workers, get_context("spawn"), initializer=_load, initargs=(spec, data_dir)) as pool:
-        jobs = {t.number: pool.submit(_train, base, overrides(t)) for t in again}
+    with on_validation.pool(spec, base, root, args.workers) as pool:
+        jobs = {t.number: pool.submit(on_validation.train, base, overrides(t)) for t in again}
         unpruned = {t.number: t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None}
         for trial in again:
-            value, seconds = jobs[trial.number].result()
+            value, seconds, _ = jobs[trial.number].result()
             print(
                 f"trial {trial.number} ({trial.state.name.lower()} after {trial.user_attrs['epochs_trained']} epochs, "
                 f"val_accuracy {trial.value:.4f}): unpruned {value:.4f} ({seconds:.0f} s)",
@@ -84,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

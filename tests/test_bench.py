@@ -18,8 +18,8 @@ from support.tools import REPO, clean_env
 pytestmark = pytest.mark.slow
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench", REPO / "bench" / "bench.py")
+def load_bench(name: str = "bench"):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -66,9 +66,16 @@ def test_performance_guide_gives_the_tuned_recipe_the_benchmark_times():
     assert load_bench().tuned_command() in (REPO / "docs" / "performance.md").read_text()
 
 
-def test_pruning_bench_trains_a_study_s_pruned_trials_to_their_budget(tmp_path):
-    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    write_synthetic_mnist(tmp_path / "data" / "mnist", n_train=700, n_test=8)
+BENCH_ENV = clean_env(PYTHONPATH=str(REPO / "src"))
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """A project folder with a finished 8-trial hyperband study `tiny` on synthetic data, and its
+    trials. The benches only read the study: both tests share it."""
+    project = tmp_path_factory.mktemp("tiny_study")
+    (project / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    write_synthetic_mnist(project / "data" / "mnist", n_train=700, n_test=8)
     study = {
         "trials": 8,
         "epochs": 4,
@@ -78,20 +85,52 @@ def test_pruning_bench_trains_a_study_s_pruned_trials_to_their_budget(tmp_path):
         "params": {"model.kind": "mlp", "model.hidden": [16]},
         "space": {"train.lr": {"float": [0.001, 0.3], "log": True}},
     }
-    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"studies": {"tiny": study}}))
-    env = clean_env(PYTHONPATH=str(REPO / "src"))
+    (project / "sweep.yaml").write_text(yaml.safe_dump({"studies": {"tiny": study}}))
     run = [sys.executable, "-m", "mnist_pipeline.sweep", "run", "tiny"]
-    assert subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, timeout=300).returncode == 0
-    trials = optuna.load_study(study_name="tiny", storage=open_storage(None, tmp_path)).get_trials()
+    assert subprocess.run(run, cwd=project, env=BENCH_ENV, capture_output=True, timeout=300).returncode == 0
+    return project, optuna.load_study(study_name="tiny", storage=open_storage(None, project)).get_trials()
+
+
+def run_bench(script: str, *args: str, cwd, ok: bool = True) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(REPO / "bench" / script), *args]
+    done = subprocess.run(command, cwd=cwd, env=BENCH_ENV, capture_output=True, text=True, timeout=300)
+    assert (done.returncode == 0) == ok, done.stdout + done.stderr
+    return done
+
+
+def last_fields(lines: list[str]) -> dict[str, str]:
+    return dict(pair.split("=") for pair in lines[-1].split())
+
+
+def test_pruning_bench_trains_a_study_s_pruned_trials_to_their_budget(tiny_study):
+    project, trials = tiny_study
     pruned = [t for t in trials if t.state.name == "PRUNED"]
     assert pruned, "hyperband pruned nothing: the bench would have nothing to train"
-    bench = [sys.executable, str(REPO / "bench" / "pruning.py"), "tiny", "--workers", "1"]
-    done = subprocess.run(bench, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
+    lines = run_bench("pruning.py", "tiny", "--workers", "1", cwd=project).stdout.splitlines()
     # Each pruned trial trained again, and the best complete one, which repeats its value.
-    assert sum(" unpruned " in line for line in done.stdout.splitlines()) == len(pruned) + 1
-    fields = dict(pair.split("=") for pair in done.stdout.strip().splitlines()[-1].split())
+    assert sum(" unpruned " in line for line in lines) == len(pruned) + 1
+    fields = last_fields(lines)
     assert int(fields["epochs"]) == sum(t.user_attrs["epochs_trained"] for t in trials)
     assert int(fields["unpruned_epochs"]) == 4 * len(trials)
     assert float(fields["best_val"]) == round(max(t.value for t in trials if t.state.name == "COMPLETE"), 4)
     assert float(fields["best_val_unpruned"]) >= float(fields["best_val"])
+
+
+def test_variants_bench_chooses_on_validation_within_the_tolerance(tiny_study):
+    project, trials = tiny_study
+    best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    # A variant that cannot learn (lr 1e-6) gives up clean accuracy, one that can stays near the best.
+    variants = ["train.lr=0.000001", f"train.lr={best.params['train.lr']} model.hidden=[32]"]
+    lines = run_bench(
+        "variants.py", "tiny", *variants, "--workers", "1", "--tolerance", "0.05", cwd=project
+    ).stdout.splitlines()
+    clean = [float(re.search(r"val_accuracy ([0-9.]+)", line)[1]) for line in lines if "val_accuracy" in line]
+    assert len(clean) == 3 and clean[0] == round(best.value, 4)  # the best trial first, repeating its value
+    assert clean[1] < clean[0] - 0.05
+    chosen = int(last_fields(lines)["chosen"])
+    assert chosen != 1 and clean[chosen] >= clean[0] - 0.05
+    # The rule itself: the most robust of those within the tolerance of the best trial's clean accuracy.
+    scores = [(0.990, 0.50), (0.950, 0.90), (0.989, 0.60), (0.995, 0.55)]
+    assert [load_bench("variants").choose(scores, t) for t in (0.0, 0.001, 0.05)] == [3, 2, 1]
+    bad = run_bench("variants.py", "tiny", "train.lr=-1", cwd=project, ok=False)
+    assert bad.stderr.startswith("error: ") and "train.lr" in bad.stderr and not bad.stdout

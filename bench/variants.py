@@ -1,0 +1,73 @@
+"""Variants of a study's winner, chosen on its validation split: the test set plays no part.
+
+    PYTHONPATH=src python bench/variants.py cnn "train.augment.noise=0.3 train.augment.stroke=0.25" ...
+
+The study's best trial and each variant (its params with the given keys changed, `dvc exp run -S`
+style) are trained on the study's training images and scored on its held-out validation images:
+clean, and under the 13 distortions of metrics/robustness.json. The chosen one has the highest mean
+distorted accuracy among those whose clean accuracy is at most --tolerance below the best trial's
+(the best trial itself qualifies). The last line is machine-readable: chosen=<0 for the best trial,
+else the variant's position> val=<its clean accuracy> val_distorted=<its mean distorted accuracy>
+"""
+
+import argparse
+import sys
+from pathlib import Path
+from statistics import mean
+
+import yaml
+
+from mnist_pipeline import cli
+from mnist_pipeline.sweep import spec as specs
+from mnist_pipeline.sweep.search import load_study, open_storage
+from mnist_pipeline.tracking.search import best_trial, overrides
+
+import on_validation
+
+
+def _changes(text: str) -> dict:
+    """'key=value key=value' as dotted params.yaml values, each value read as YAML (as `-S` does)."""
+    return {key: yaml.safe_load(value) for key, value in (pair.split("=", 1) for pair in text.split())}
+
+
+def choose(scores: list[tuple[float, float]], tolerance: float) -> int:
+    """Of (clean, mean distorted) accuracies, the best trial's first: the position of the most robust
+    one that gives up at most `tolerance` of the best trial's clean accuracy."""
+    floor = scores[0][0] - tolerance
+    return max((n for n, (clean, _) in enumerate(scores) if clean >= floor), key=lambda n: scores[n][1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study")
+    parser.add_argument("variants", nargs="+", help="'key=value ...': the keys a variant changes")
+    parser.add_argument("--tolerance", type=float, default=0.001, help="clean accuracy a variant may give up")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--storage")
+    args = parser.parse_args()
+    root = Path.cwd()
+    base = yaml.safe_load((root / "params.yaml").read_text())
+    spec = specs.load(root / "sweep.yaml", args.study, base)
+    best = best_trial(load_study(args.study, open_storage(args.storage, root)))
+    assert best is not None, f"study {args.study} has no complete trial"
+    candidates = [overrides(best), *({**overrides(best), **_changes(text)} for text in args.variants)]
+    for values in candidates:  # every variant checked as params.yaml is, before any training
+        specs.with_values(base, values, "a variant")
+    with on_validation.pool(spec, base, root, args.workers) as pool:
+        jobs = [pool.submit(on_validation.train, base, values, True) for values in candidates]
+        scores = []
+        for n, (job, name) in enumerate(zip(jobs, [f"trial {best.number}", *args.variants], strict=True)):
+            clean, seconds, distorted = job.result()
+            scores.append((clean, mean(distorted.values())))
+            worst = min(distorted, key=distorted.__getitem__)
+            print(
+                f"{n}: {name}: val_accuracy {clean:.4f}, distorted mean {scores[-1][1]:.4f}, "
+                f"worst {worst} {distorted[worst]:.4f} ({seconds:.0f} s)\n   {distorted}",
+                flush=True,
+            )
+    chosen = choose(scores, args.tolerance)
+    print(f"chosen={chosen} val={scores[chosen][0]:.4f} val_distorted={scores[chosen][1]:.4f}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
