@@ -1,23 +1,61 @@
 """A study's params trained on its validation split, in worker processes: bench/pruning.py and
 bench/variants.py. Each process of `pool` loads the split once."""
 
+import argparse
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial
 
 from mnist_pipeline import device as compute
 from mnist_pipeline import engine, robustness
 from mnist_pipeline.sweep import spec as specs
-from mnist_pipeline.sweep.search import validation_data
+from mnist_pipeline.sweep.search import SweepError, load_study, open_storage, validation_data
+from mnist_pipeline.tracking.search import best_trial
 
 _data: tuple = ()  # this process's training and validation split
 
 
-def pool(spec: specs.Study, base: dict, root: Path, workers: int) -> ProcessPoolExecutor:
-    """`workers` processes, each holding the study's training and validation images, for `train`."""
-    data_dir = root / "data" / spec.trial_params(base, {}).data.dataset
-    return ProcessPoolExecutor(workers, get_context("spawn"), initializer=_load, initargs=(spec, data_dir))
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments both benches take: the study, --workers and --storage (as `sweep run`'s)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--storage")
+    return parser
+
+
+@dataclass
+class Project:
+    """The finished study named on the command line, its best trial, and what training needs."""
+
+    base: dict  # params.yaml's content
+    spec: specs.Study
+    study: optuna.Study
+    best: FrozenTrial
+    data_dir: Path
+
+    @classmethod
+    def open(cls, args: argparse.Namespace) -> "Project":
+        root = Path.cwd()
+        base = yaml.safe_load((root / "params.yaml").read_text())
+        spec = specs.load(root / "sweep.yaml", args.study, base)
+        study = load_study(args.study, open_storage(args.storage, root))
+        best = best_trial(study)
+        if best is None:
+            raise SweepError(f"study {args.study} has no complete trial yet")
+        return cls(base, spec, study, best, root / "data" / spec.trial_params(base, {}).data.dataset)
+
+    def pool(self, workers: int) -> ProcessPoolExecutor:
+        """`workers` processes, each holding the study's training and validation images, for `train`."""
+        return ProcessPoolExecutor(
+            workers, get_context("spawn"), initializer=_load, initargs=(self.spec, self.data_dir)
+        )
 
 
 def _load(spec: specs.Study, data_dir: Path) -> None:

@@ -9,39 +9,27 @@ epochs=<trained by the study> unpruned_epochs=<the same trials unpruned> epoch_r
 best_val=<the study's best> best_val_unpruned=<best of the same trials unpruned>
 """
 
-import argparse
 import sys
-from pathlib import Path
 
-import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_pipeline import cli
-from mnist_pipeline.sweep import spec as specs
-from mnist_pipeline.sweep.search import finished, load_study, open_storage
-from mnist_pipeline.tracking.search import best_trial, overrides
+from mnist_pipeline.sweep.search import finished
+from mnist_pipeline.tracking.search import overrides
 
 import on_validation
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--storage")
-    args = parser.parse_args()
-    root = Path.cwd()
-    base = yaml.safe_load((root / "params.yaml").read_text())
-    spec = specs.load(root / "sweep.yaml", args.study, base)
-    study = load_study(args.study, open_storage(args.storage, root))
-    trials = finished(study)
-    best = best_trial(study)
-    assert best is not None and best.value is not None, "the study has no complete trial"
+    args = on_validation.parser(__doc__).parse_args()
+    project = on_validation.Project.open(args)
+    base, best = project.base, project.best
+    trials = finished(project.study)
     # The most promising first: the best trial (its value must repeat), then the pruned ones by the
     # value they were pruned at, highest first.
     pruned = sorted((t for t in trials if t.state == TrialState.PRUNED), key=lambda t: -(t.value or 0.0))
     again: list[FrozenTrial] = [best, *pruned]
-    with on_validation.pool(spec, base, root, args.workers) as pool:
+    with project.pool(args.workers) as pool:
         jobs = {t.number: pool.submit(on_validation.train, base, overrides(t)) for t in again}
         unpruned = {t.number: t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None}
         for trial in again:

@@ -10,17 +10,14 @@ distorted accuracy among those whose clean accuracy is at most --tolerance below
 else the variant's position> val=<its clean accuracy> val_distorted=<its mean distorted accuracy>
 """
 
-import argparse
 import sys
-from pathlib import Path
 from statistics import mean
 
 import yaml
 
 from mnist_pipeline import cli
 from mnist_pipeline.sweep import spec as specs
-from mnist_pipeline.sweep.search import load_study, open_storage
-from mnist_pipeline.tracking.search import best_trial, overrides
+from mnist_pipeline.tracking.search import overrides
 
 import on_validation
 
@@ -38,22 +35,16 @@ def choose(scores: list[tuple[float, float]], tolerance: float) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study")
+    parser = on_validation.parser(__doc__)
     parser.add_argument("variants", nargs="+", help="'key=value ...': the keys a variant changes")
     parser.add_argument("--tolerance", type=float, default=0.001, help="clean accuracy a variant may give up")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--storage")
     args = parser.parse_args()
-    root = Path.cwd()
-    base = yaml.safe_load((root / "params.yaml").read_text())
-    spec = specs.load(root / "sweep.yaml", args.study, base)
-    best = best_trial(load_study(args.study, open_storage(args.storage, root)))
-    assert best is not None, f"study {args.study} has no complete trial"
+    project = on_validation.Project.open(args)
+    base, best = project.base, project.best
     candidates = [overrides(best), *({**overrides(best), **_changes(text)} for text in args.variants)]
     for values in candidates:  # every variant checked as params.yaml is, before any training
         specs.with_values(base, values, "a variant")
-    with on_validation.pool(spec, base, root, args.workers) as pool:
+    with project.pool(args.workers) as pool:
         jobs = [pool.submit(on_validation.train, base, values, True) for values in candidates]
         scores = []
         for n, (job, name) in enumerate(zip(jobs, [f"trial {best.number}", *args.variants], strict=True)):
