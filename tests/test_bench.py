@@ -5,6 +5,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+from types import ModuleType
 
 import optuna
 import pytest
@@ -18,8 +19,10 @@ from support.tools import REPO, clean_env
 pytestmark = pytest.mark.slow
 
 
-def load_bench(name: str = "bench"):
+def load_bench(name: str = "bench") -> ModuleType:
+    """bench/NAME.py as a module: its functions and constants, without running it."""
     spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
