@@ -9,13 +9,13 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import optuna
-import yaml
 from optuna.trial import FrozenTrial
 
 from mnist_pipeline import device as compute
 from mnist_pipeline import engine, robustness
 from mnist_pipeline.sweep import spec as specs
 from mnist_pipeline.sweep.search import SweepError, load_study, open_storage, validation_data
+from mnist_pipeline.tracking.env import project_root
 from mnist_pipeline.tracking.search import best_trial
 
 _data: tuple = ()  # this process's training and validation split
@@ -42,9 +42,8 @@ class Project:
 
     @classmethod
     def open(cls, args: argparse.Namespace) -> "Project":
-        root = Path.cwd()
-        base = yaml.safe_load((root / "params.yaml").read_text())
-        spec = specs.load(root / "sweep.yaml", args.study, base)
+        root = project_root()
+        base, spec = specs.in_project(root, args.study)
         study = load_study(args.study, open_storage(args.storage, root))
         best = best_trial(study)
         if best is None:

@@ -294,3 +294,15 @@ def test_a_killed_local_worker_s_trial_is_run_again_by_the_other(folder):
     (dead,) = [r for r in runs if r.data.tags.get("sweep_trial") == str(victim.number)]
     assert dead.info.status == "FAILED" and dead.data.tags["sweep_retried_by"] == str(retry.number)
     assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def test_a_bad_params_file_is_params_yaml_s_own_error_line(folder, monkeypatch, capsys):
+    # params.yaml is checked first, as the pipeline checks it, so its error names params.yaml itself.
+    params = folder / "params.yaml"
+    params.write_text(params.read_text() + "bogus: 1\n")
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    assert main(["run", "tiny"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {params}: "), lines
+    assert not (folder / JOURNAL).exists() and not (folder / "mlflow.db").exists()

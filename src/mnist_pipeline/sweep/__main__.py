@@ -15,13 +15,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import yaml
 from optuna.trial import TrialState
 
 from mnist_pipeline import cli
-from mnist_pipeline.config import load_params
 from mnist_pipeline.stages import exit_now
 from mnist_pipeline.sweep import spec as specs
 from mnist_pipeline.sweep.promote import promote
@@ -37,8 +34,6 @@ from mnist_pipeline.sweep.search import (
 )
 from mnist_pipeline.tracking.env import project_root
 from mnist_pipeline.tracking.search import Recorder, best_trial
-
-SWEEP_FILE = "sweep.yaml"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -82,19 +77,12 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _spec(root: Path, name: str, trials: int | None, epochs: int | None) -> specs.Study:
-    load_params(root / "params.yaml")  # its own errors first
-    base = yaml.safe_load((root / "params.yaml").read_text())
-    return specs.load(root / SWEEP_FILE, name, base, trials, epochs)
-
-
 def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     root = project_root()
     if args.command == "run" and args.workers < 1:
         raise specs.SpecError(f"--workers {args.workers}: expected at least 1")
-    spec = _spec(root, args.study, args.trials, args.epochs)
-    base = yaml.safe_load((root / "params.yaml").read_text())
+    base, spec = specs.in_project(root, args.study, args.trials, args.epochs)
     params = spec.trial_params(base, {})
     study = open_study(spec, open_storage(args.storage, root))
     recorder = Recorder(study, spec.settings(), params)

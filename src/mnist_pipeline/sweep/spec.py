@@ -8,12 +8,13 @@ from typing import Any
 
 import yaml
 
-from mnist_pipeline.config import Params, flatten, from_dict
+from mnist_pipeline.config import Params, flatten, from_dict, load_params
 from mnist_pipeline.errors import ParamsError, PipelineError
 
 PRUNERS = ("hyperband", "median", "none")
 STUDY_KEYS = ("trials", "epochs", "validation", "pruner", "seed", "params", "space")
 KINDS = ("float", "int", "choices")
+SWEEP_FILE = "sweep.yaml"
 
 
 class SpecError(PipelineError):
@@ -76,6 +77,14 @@ class Study:
             sort_keys=True,
             default=list,
         )
+
+
+def in_project(root: Path, name: str, trials: int | None = None, epochs: int | None = None) -> tuple[dict, "Study"]:
+    """The project's params.yaml content (checked first, as the pipeline checks it) and its
+    sweep.yaml's study `name` over it."""
+    load_params(root / "params.yaml")
+    base = yaml.safe_load((root / "params.yaml").read_text())
+    return base, load(root / SWEEP_FILE, name, base, trials, epochs)
 
 
 def load(path: Path, name: str, base: dict, trials: int | None = None, epochs: int | None = None) -> Study:
