@@ -11,12 +11,13 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 
-from mnist_pipeline import device as compute
-from mnist_pipeline import engine, robustness
+from mnist_pipeline.evaluation import robustness
+from mnist_pipeline.files import project_root
 from mnist_pipeline.sweep import spec as specs
-from mnist_pipeline.sweep.search import SweepError, load_study, open_storage, validation_data
-from mnist_pipeline.tracking.env import project_root
-from mnist_pipeline.tracking.search import best_trial
+from mnist_pipeline.sweep.storage import SweepError, load_study, open_storage
+from mnist_pipeline.sweep.worker import validation_data, validation_epochs
+from mnist_pipeline.tracking.study_runs import best_trial
+from mnist_pipeline.training import device as compute
 
 _data: tuple = ()  # this process's training and validation split
 
@@ -35,7 +36,7 @@ class Project:
     """The finished study named on the command line, its best trial, and what training needs."""
 
     base: dict  # params.yaml's content
-    spec: specs.Study
+    spec: specs.StudySpec
     study: optuna.Study
     best: FrozenTrial
     data_dir: Path
@@ -57,7 +58,7 @@ class Project:
         )
 
 
-def _load(spec: specs.Study, data_dir: Path) -> None:
+def _load(spec: specs.StudySpec, data_dir: Path) -> None:
     global _data
     _data = validation_data(spec, data_dir, compute.setup())
 
@@ -68,7 +69,7 @@ def train(base: dict, values: dict, distorted: bool = False) -> tuple[float, flo
     params = specs.with_values(base, values, "a trial's params")
     train, val = _data
     started = time.perf_counter()
-    training = engine.Training.create(params, len(train), train.images.device)
-    *_, last = engine.fit(training, train, val, params.train)
+    training, epochs = validation_epochs(params, train, val)
+    *_, last = epochs
     seconds = time.perf_counter() - started
-    return last["test_accuracy"], seconds, robustness.report(training.model, val) if distorted else {}
+    return last["val_accuracy"], seconds, robustness.report(training.model, val) if distorted else {}

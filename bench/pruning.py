@@ -14,8 +14,8 @@ import sys
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_pipeline import cli
-from mnist_pipeline.sweep.search import finished
-from mnist_pipeline.tracking.search import overrides
+from mnist_pipeline.sweep.storage import finished
+from mnist_pipeline.tracking.study_runs import overrides
 
 import on_validation
 

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import torch
 
-from mnist_pipeline import engine
 from mnist_pipeline.config import load_params
-from mnist_pipeline.data import load_split
+from mnist_pipeline.data.splits import load_split
+from mnist_pipeline.training import engine
 
 
 def final(params, data, threads: int) -> dict[str, float]:
     torch.set_num_threads(threads)
     training = engine.Training.create(params, len(data[0]), torch.device("cpu"))
-    *_, last = engine.fit(training, data[0], data[1], params.train)
+    *_, last = engine.fit(training, data[0], data[1], params.train, split="test")
     return {k: last[k] for k in ("test_accuracy", "test_loss")}
 
 

@@ -17,7 +17,7 @@ import yaml
 
 from mnist_pipeline import cli
 from mnist_pipeline.sweep import spec as specs
-from mnist_pipeline.tracking.search import overrides
+from mnist_pipeline.tracking.study_runs import overrides
 
 import on_validation
 

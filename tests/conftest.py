@@ -1,3 +1,11 @@
-"""The fixtures every test file can use, from the helper modules that define them (support/, servers.py)."""
+"""The fixtures every test file can use, from the helper modules that define them (support/)."""
 
-pytest_plugins = ["support.synthetic", "support.tiny", "support.projects", "support.digits", "support.hosts", "servers"]
+pytest_plugins = [
+    "support.synthetic",
+    "support.tiny",
+    "support.projects",
+    "support.digits",
+    "support.hosts",
+    "support.team_server",
+    "support.browser",
+]

@@ -7,23 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_pipeline import augment, engine
 from mnist_pipeline.config import load_params
-from mnist_pipeline.data import IMAGE_SHAPE, load_split
-from test_engine import augmented
+from mnist_pipeline.data.catalog import IMAGE_SHAPE
+from mnist_pipeline.data.splits import load_split
+from mnist_pipeline.training import augment, engine
 
-from support.tiny import train_in_process
+from support.synthetic import known_image
+from support.tiny import augmented, train_in_process
 from support.tools import MNIST_MIRROR, REPO
 
 CPU = torch.device("cpu")
-
-
-def known_image() -> torch.Tensor:
-    """(1, 1, 28, 28): an asymmetric shape, so any wrong turn or flip shows."""
-    image = torch.zeros(1, 1, *IMAGE_SHAPE)
-    image[0, 0, 3:12, 5:8] = 1.0
-    image[0, 0, 3:5, 8:15] = 0.5
-    return image
 
 
 def affine(image: torch.Tensor, rotation=0.0, scale=1.0, shift=(0.0, 0.0), shear=0.0) -> torch.Tensor:

@@ -11,7 +11,7 @@ import optuna
 import pytest
 import yaml
 
-from mnist_pipeline.sweep.search import open_storage
+from mnist_pipeline.sweep.storage import open_storage
 
 from support.synthetic import write_synthetic_mnist
 from support.tools import REPO, clean_env

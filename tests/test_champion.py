@@ -15,9 +15,9 @@ import yaml
 from PIL import Image, ImageDraw
 
 from mnist_pipeline.tracking import registry
-from test_serve import CHAMPION_URI, NAME, check_answer, inputs, post, start_serving, strokes
 
 from support.local_servers import stop
+from support.scoring import CHAMPION_URI, NAME, check_answer, inputs, post, start_serving, strokes
 from support.tools import REPO, clean_env
 
 pytestmark = pytest.mark.slow

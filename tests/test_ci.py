@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_pipeline.compare import gated_numbers
+from mnist_pipeline.evaluation.compare import gated_numbers
 
 from support.tools import REPO, clean_env, sh
 

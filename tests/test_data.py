@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_pipeline.data import load_split
+from mnist_pipeline.data.splits import load_split
 from mnist_pipeline.errors import DataError
 
 from support.synthetic import synthetic_split, write_idx

@@ -22,12 +22,11 @@ import pytest
 from PIL import Image, ImageDraw
 from playwright.sync_api import expect
 
-from mnist_pipeline import preprocess
+from mnist_pipeline.data import preprocess
 
-from servers import free_port
+from support.browser import SCREENSHOTS
 from support.local_servers import stop
-from support.tools import MNIST_MIRROR, REPO, clean_env
-from test_ui import SCREENSHOTS, browser  # noqa: F401 (browser: a fixture)
+from support.tools import MNIST_MIRROR, REPO, clean_env, free_port
 
 pytestmark = pytest.mark.slow
 # The drawing tests need a model that reads digits: the session's, trained on real MNIST.

@@ -16,16 +16,14 @@ import torch
 import torch.multiprocessing as mp
 from torch import distributed as dist
 
-from mnist_pipeline import device, engine
-from mnist_pipeline.data import load_split
-from mnist_pipeline.distributed import World
-from test_engine import augmented
+from mnist_pipeline.data.splits import load_split
+from mnist_pipeline.training import device, engine
+from mnist_pipeline.training.distributed import World
 
-from servers import free_port
 from support.projects import assert_complete_run, project_runs, store
 from support.synthetic import write_synthetic_mnist
-from support.tiny import TRAIN_ARGS, train_in_process, write_tiny_params
-from support.tools import REPO, clean_env
+from support.tiny import TRAIN_ARGS, augmented, train_in_process, write_tiny_params
+from support.tools import REPO, clean_env, free_port
 
 # Enough test images that one flipped prediction (1/2048) is well inside the 0.003 accuracy bound.
 N_TRAIN, N_TEST = 1024, 2048
@@ -39,7 +37,7 @@ def _rank(rank: int, size: int, port: int, params, data_dir: Path, out: Path) ->
         device.setup()
         train, test = load_split(data_dir, train=True), load_split(data_dir, train=False)
         training = engine.Training.create(params, len(train), torch.device("cpu"), size)
-        records = list(engine.fit(training, train, test, params.train, world=World(rank, size, rank)))
+        records = list(engine.fit(training, train, test, params.train, split="test", world=World(rank, size, rank)))
         torch.save({"records": records, "weights": training.model.state_dict()}, out / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -138,17 +136,17 @@ def test_a_batch_that_does_not_split_is_refused(tmp_path):
 FAIL_ON_RANK_1 = """
 import os
 if os.environ.get("RANK") == "1":
-    from mnist_pipeline import evaluation
+    from mnist_pipeline.training import scoring
     from mnist_pipeline.errors import DataError
-    evaluate, calls = evaluation.evaluate, []
+    evaluate, calls = scoring.evaluate, []
 
-    def failing(model, data):
+    def failing(model, data, split):
         calls.append(1)
         if len(calls) == 2:
             raise DataError("injected: rank 1 lost its test data")
-        return evaluate(model, data)
+        return evaluate(model, data, split)
 
-    evaluation.evaluate = failing
+    scoring.evaluate = failing
 """
 
 

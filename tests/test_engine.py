@@ -7,13 +7,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mnist_pipeline import data as raw
-from mnist_pipeline import engine, evaluation, resume
-from mnist_pipeline.data import load_split
+from mnist_pipeline.data import splits as raw
+from mnist_pipeline.data.splits import load_split
 from mnist_pipeline.errors import DivergenceError
+from mnist_pipeline.evaluation import report
+from mnist_pipeline.training import engine, resume
 
 from support.synthetic import write_synthetic_mnist
-from support.tiny import train_in_process
+from support.tiny import augmented, train_in_process
 from support.tools import MNIST_MIRROR
 
 CPU = torch.device("cpu")
@@ -21,13 +22,6 @@ CPU = torch.device("cpu")
 
 def with_train(params, **changes):
     return dataclasses.replace(params, train=dataclasses.replace(params.train, **changes))
-
-
-def augmented(params, **strengths):
-    """`params` with train.augment set: by default every distortion on."""
-    every = {"rotation": 15, "scale": 0.1, "translate": 2, "shear": 10, "elastic": 1.5, "stroke": 0.5, "noise": 0.2}
-    strengths = strengths or every
-    return with_train(params, augment=dataclasses.replace(params.train.augment, **strengths))
 
 
 def test_training_learns_the_synthetic_digits(params, tiny_mnist):
@@ -57,7 +51,7 @@ def epoch_orders(params, data_dir, epochs=3) -> list[torch.Tensor]:
         orders.append(torch.cat(batches))
         return batches
 
-    for _ in engine.fit(training, train, test, with_train(params, epochs=epochs).train, progress=seen):
+    for _ in engine.fit(training, train, test, with_train(params, epochs=epochs).train, split="test", progress=seen):
         pass
     return orders
 
@@ -142,7 +136,7 @@ def test_resume_gives_the_uninterrupted_result(params, tiny_mnist, tmp_path, aug
     # Interrupted after epoch 1: the state saved then is all a new process has.
     train, test = load_split(tiny_mnist, train=True), load_split(tiny_mnist, train=False)
     training = engine.Training.create(params, len(train), CPU)
-    first = next(engine.fit(training, train, test, params.train))
+    first = next(engine.fit(training, train, test, params.train, split="test"))
     key = resume.fingerprint(params, raw.digest(tiny_mnist), "cpu")
     resume.ResumeState(tmp_path / "state.pt", key, enabled=True).save("run-1", [first], training)
 
@@ -216,12 +210,12 @@ def test_a_state_of_the_hand_written_step_loads_into_a_training_with_an_optimize
     train, test = load_split(tiny_mnist, train=True), load_split(tiny_mnist, train=False)
     fast = engine.Training.create(params, len(train), CPU)
     assert fast.optimizer is None
-    first = next(engine.fit(fast, train, test, params.train))
+    first = next(engine.fit(fast, train, test, params.train, split="test"))
     autograd = engine.Training(copy.deepcopy(fast.model), None, None, torch.Generator(), torch.Generator())
     autograd.optimizer = engine.make_optimizer(autograd.model, params.train)
     autograd.load_state_dict(fast.state_dict())
-    second = next(engine.fit(autograd, train, test, params.train, first_epoch=2))
-    expected = next(engine.fit(fast, train, test, params.train, first_epoch=2))
+    second = next(engine.fit(autograd, train, test, params.train, split="test", first_epoch=2))
+    expected = next(engine.fit(fast, train, test, params.train, split="test", first_epoch=2))
     assert first["epoch"] == 1 and second == expected
 
 
@@ -238,14 +232,14 @@ def test_resume_off_neither_saves_nor_restores(params, tiny_mnist, tmp_path):
 def test_confusion_matrix_and_per_class():
     labels = torch.tensor([0, 0, 1, 1, 2])
     predicted = torch.tensor([0, 1, 1, 1, 1])
-    matrix = evaluation.confusion_matrix(labels, predicted)
+    matrix = report.confusion_matrix(labels, predicted)
     assert matrix[0].tolist()[:3] == [1, 1, 0] and matrix[1].tolist()[:3] == [0, 2, 0]
     assert matrix[2].tolist()[:3] == [0, 1, 0] and matrix.sum() == 5
-    report = evaluation.per_class(matrix, [f"c{i}" for i in range(10)])
-    assert report["c0"] == {"precision": 1.0, "recall": 0.5}
-    assert report["c1"] == {"precision": 0.5, "recall": 1.0}
-    assert report["c2"] == {"precision": 0.0, "recall": 0.0}  # never predicted
-    assert report["c9"] == {"precision": 0.0, "recall": 0.0}  # never present
+    per_class = report.per_class(matrix, [f"c{i}" for i in range(10)])
+    assert per_class["c0"] == {"precision": 1.0, "recall": 0.5}
+    assert per_class["c1"] == {"precision": 0.5, "recall": 1.0}
+    assert per_class["c2"] == {"precision": 0.0, "recall": 0.0}  # never predicted
+    assert per_class["c9"] == {"precision": 0.0, "recall": 0.0}  # never present
 
 
 @pytest.mark.real_data

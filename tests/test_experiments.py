@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from mnist_pipeline.robustness import DISTORTIONS
+from mnist_pipeline.evaluation.robustness import DISTORTIONS
 
 from support.projects import EPOCHS, assert_complete_run, make_project, project_runs, store
 from support.tools import run_queue, sh

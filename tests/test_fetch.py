@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline.datasets import DATASETS, FASHION_MNIST, MNIST, Dataset
+from mnist_pipeline.data.catalog import DATASETS, FASHION_MNIST, MNIST, Dataset
+from mnist_pipeline.data.fetch import fetch, mirrors_from_env
 from mnist_pipeline.errors import FetchError
-from mnist_pipeline.fetch import fetch, mirrors_from_env
 from mnist_pipeline.files import digest
 from mnist_pipeline.stages import download
 

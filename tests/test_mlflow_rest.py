@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
-from mnist_pipeline.mlflow_rest import Unreachable, health
+from mnist_pipeline.tracking.rest import Unreachable, health
 
-from servers import free_port
+from support.tools import free_port
 
 
 @pytest.fixture

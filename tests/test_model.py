@@ -9,7 +9,7 @@ import torch
 from mnist_pipeline.config import ModelConfig
 from mnist_pipeline.errors import CheckpointError
 from mnist_pipeline.files import digest, save_torch
-from mnist_pipeline.model import CNN, MLP, build, load_checkpoint, save_checkpoint
+from mnist_pipeline.training.model import CNN, MLP, build, load_checkpoint, save_checkpoint
 
 from support.tiny import train_in_process
 

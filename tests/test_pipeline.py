@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from mnist_pipeline.robustness import DISTORTIONS
+from mnist_pipeline.evaluation.robustness import DISTORTIONS
 
 from support.projects import EPOCHS, N_TEST, assert_complete_run, project_runs, recorded_run_id, store
 from support.tools import clean_env, sh

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mnist_pipeline import inference, predict
+from mnist_pipeline.serving import inference, predict
 
 from support.digits import as_scanned
 from support.tools import REPO, clean_env

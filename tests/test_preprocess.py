@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mnist_pipeline import preprocess
+from mnist_pipeline.data import preprocess
 from mnist_pipeline.errors import ImageError
 
 from support.digits import as_scanned

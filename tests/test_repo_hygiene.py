@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from mnist_pipeline.datasets import DATASETS
+from mnist_pipeline.data.catalog import DATASETS
 
 from support.tools import REPO, clean_env, sh
 
@@ -19,7 +19,9 @@ def test_git_ignores_every_datasets_folder_so_dvc_writes_no_gitignore_there(tmp_
         assert sh("git", "check-ignore", "-q", f"data/{name}", cwd=tmp_path, check=False).returncode == 0, name
 
 
-@pytest.mark.parametrize("module", ["mnist_pipeline.preprocess", "mnist_pipeline.ui", "mnist_pipeline.tracking.env"])
+@pytest.mark.parametrize(
+    "module", ["mnist_pipeline.data.preprocess", "mnist_pipeline.ui", "mnist_pipeline.tracking.env"]
+)
 def test_loads_without_torch(module):
     # preprocess: pure PIL and numpy; ui prints a link and starts MLflow's server; env: the server imports it.
     check = f"import sys, {module}; sys.exit('torch' in sys.modules)"

@@ -5,10 +5,10 @@ import json
 import yaml
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline import resume
 from mnist_pipeline.config import load_params
 from mnist_pipeline.files import rounded
 from mnist_pipeline.stages import train as train_stage
+from mnist_pipeline.training import resume
 
 from support.synthetic import write_synthetic_mnist
 from support.tiny import TRAIN_ARGS, train_in_process, write_tiny_params

@@ -5,9 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_pipeline import augment, robustness
-from mnist_pipeline.data import IMAGE_SHAPE, Split
-from test_augment import known_image
+from mnist_pipeline.data.catalog import IMAGE_SHAPE
+from mnist_pipeline.data.splits import Split
+from mnist_pipeline.evaluation import robustness
+from mnist_pipeline.training import augment
+
+from support.synthetic import known_image
 
 
 def batch(n: int = 4) -> torch.Tensor:

@@ -21,31 +21,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image, ImageDraw
 
-from mnist_pipeline import inference, preprocess
+from mnist_pipeline.serving import inference
 from mnist_pipeline.tracking import registry
 
-from servers import free_port
-from support.local_servers import stop, wait_healthy
+from support.local_servers import stop
+from support.scoring import CHAMPION_URI, LOOPBACK, NAME, check_answer, inputs, post, start_serving, strokes
 from support.tools import MNIST_MIRROR, REPO, clean_env
 
 pytestmark = pytest.mark.slow
-NAME, CHAMPION_URI = "mnist-mlp", "models:/mnist-mlp@champion"
-LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
-
-
-def strokes() -> np.ndarray:
-    """Three hand-made digits (a 1, a 0, a 7) prepared as predict prepares a file: (3, 1, 28, 28)."""
-    shapes = [
-        lambda d: d.line([(100, 30), (100, 170)], fill="black", width=14),
-        lambda d: d.ellipse([50, 25, 150, 175], outline="black", width=14),
-        lambda d: d.line([(50, 35), (150, 35), (85, 175)], fill="black", width=14, joint="curve"),
-    ]
-    prepared = []
-    for draw in shapes:
-        image = Image.new("L", (200, 200), 255)
-        draw(ImageDraw.Draw(image))
-        prepared.append(preprocess.prepare(image))
-    return np.stack(prepared)[:, None]
 
 
 @pytest.fixture(scope="module")
@@ -65,24 +48,6 @@ def champion(request, untrained_model, tmp_path_factory) -> Iterator[tuple[str, 
     mlflow.set_tracking_uri(previous)  # the process-wide URI: no other test may inherit this store
 
 
-def start_serving(root: Path, env: dict) -> tuple[str, subprocess.Popen, Path]:
-    """`make serve`'s command in `root` on a free port, in its own session, answering: URL, process, log."""
-    port = free_port()
-    log = root / "serve.log"
-    command = [sys.executable, "-m", "mnist_pipeline.serve", "--host", "127.0.0.1", "--port", str(port)]
-    with open(log, "wb") as out:
-        server = subprocess.Popen(
-            command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, server, log)  # the scoring server answers /health once the model is loaded
-    except BaseException:
-        stop(server)
-        raise
-    return url, server, log
-
-
 @pytest.fixture(scope="module")
 def scoring_server(champion) -> Iterator[str]:
     """`make serve` in the store's folder: the store's champion, served; its base URL."""
@@ -93,31 +58,6 @@ def scoring_server(champion) -> Iterator[str]:
         yield url
     finally:
         stop(server)
-
-
-def post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:
-    request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": content_type})
-    try:
-        with LOOPBACK.open(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-def inputs(images: np.ndarray) -> bytes:
-    """MLflow's documented JSON for tensor input."""
-    return json.dumps({"inputs": images.tolist()}).encode()
-
-
-def check_answer(answer: dict, n: int) -> list[int]:
-    """Asserts the documented response form; returns the classes."""
-    assert list(answer) == ["predictions"] and len(answer["predictions"]) == n
-    for each in answer["predictions"]:
-        assert list(each) == ["class", "probabilities"]
-        assert isinstance(each["class"], int) and len(each["probabilities"]) == 10
-        assert sum(each["probabilities"]) == pytest.approx(1, abs=1e-5)
-        assert each["class"] == int(np.argmax(each["probabilities"]))
-    return [each["class"] for each in answer["predictions"]]
 
 
 def test_answers_class_and_probabilities_of_each_image(scoring_server, champion):
@@ -225,3 +165,45 @@ def test_predict_names_a_model_uri_it_cannot_load(champion, tmp_path):
     )
     assert done.returncode == 1 and done.stdout == ""
     assert re.fullmatch(r"error: models:/mnist-mlp@nobody: cannot load this MLflow model \(.*\)\n", done.stderr)
+
+
+# The last commit before the package was grouped by concern: its served_model.py imports
+# mnist_pipeline.inference and mnist_pipeline.model, the paths such models still need.
+FLAT_LAYOUT = "ef204f5"
+
+
+@pytest.fixture(scope="module")
+def model_logged_before_the_layout(untrained_model, tmp_path_factory) -> Path:
+    """An MLflow model saved by the package as it was at FLAT_LAYOUT (from git), as a store keeps it."""
+    old = tmp_path_factory.mktemp("flat-layout")
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", FLAT_LAYOUT, "src/mnist_pipeline"], capture_output=True
+    )
+    if archive.returncode != 0:
+        pytest.skip(f"needs the git history: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    folder = old / "model"
+    save = (
+        "import sys; from pathlib import Path; from mnist_pipeline.tracking.registry import save_model; "
+        "save_model(Path(sys.argv[1]), Path(sys.argv[2]))"
+    )
+    env = clean_env(PYTHONPATH=str(old / "src"))
+    subprocess.run([sys.executable, "-c", save, str(untrained_model), str(folder)], env=env, check=True, cwd=old)
+    assert "from mnist_pipeline.inference import probabilities" in (folder / "served_model.py").read_text()
+    return folder
+
+
+def test_a_model_logged_before_the_layout_still_loads_and_serves(model_logged_before_the_layout, tmp_path):
+    folder = model_logged_before_the_layout
+    # In this process, beside today's package: predict, the demo and serve's own check load it so.
+    expected = inference.from_checkpoint(folder / "artifacts" / "model.pt").predict(strokes())
+    loaded = inference.from_mlflow(str(folder))
+    np.testing.assert_allclose(loaded.predict(strokes()), expected, atol=1e-6)
+    # In MLflow's scoring server, as `make serve --model-uri` serves it.
+    url, server, _ = start_serving(tmp_path, clean_env(PYTHONPATH=str(REPO / "src")), "--model-uri", str(folder))
+    try:
+        status, answer = post(url, inputs(strokes()))
+        assert status == 200, answer
+        assert check_answer(answer, 3) == expected.argmax(1).tolist()
+    finally:
+        stop(server)

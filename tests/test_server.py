@@ -21,10 +21,8 @@ from mlflow.tracking import MlflowClient
 from mnist_pipeline.server.config import ServerError
 from mnist_pipeline.server.postgres import find_pg_bin
 
-from servers import (
+from support.team_server import (
     ADMIN,
-    REPO,
-    free_port,
     needs_postgres,
     new_password,
     process_alive,
@@ -32,6 +30,7 @@ from servers import (
     server_env,
     state_folder,
 )
+from support.tools import REPO, free_port
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy

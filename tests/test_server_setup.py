@@ -10,7 +10,8 @@ from mnist_pipeline.server.config import PG_PORT, ServerPaths, local_url
 from mnist_pipeline.server.postgres import Postgres, pg_owner
 from mnist_pipeline.server.process import secret_key
 
-from servers import free_port, needs_postgres, new_password, server_cli, server_env, state_folder
+from support.team_server import needs_postgres, new_password, server_cli, server_env, state_folder
+from support.tools import free_port
 
 AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
 

@@ -16,7 +16,11 @@ PACKAGE = "mnist_pipeline"
 # writes the MLflow record (the tracking package), with the plots and the robustness figures of the
 # saved model (plots and robustness: real deps of the plot and evaluate stages, which write them for DVC).
 REPORT_ONLY = {
-    "train": ("src/mnist_pipeline/tracking/", "src/mnist_pipeline/plots.py", "src/mnist_pipeline/robustness.py")
+    "train": (
+        "src/mnist_pipeline/tracking/",
+        "src/mnist_pipeline/evaluation/plots.py",
+        "src/mnist_pipeline/evaluation/robustness.py",
+    )
 }
 
 
@@ -89,8 +93,58 @@ def test_stage_deps_are_exactly_the_modules_it_runs(name):
 def test_the_import_graph_is_read_right():
     # The train stage reaches the hand-written step through engine, and the launcher through distributed.
     train = closure("mnist_pipeline.stages.train")
-    assert {"mnist_pipeline.fast_step", "mnist_pipeline.distributed", "mnist_pipeline.stages"} <= train
+    assert {"mnist_pipeline.training.steps", "mnist_pipeline.training.distributed", "mnist_pipeline.stages"} <= train
     assert "mnist_pipeline.tracking" not in closure("mnist_pipeline.stages.evaluate")
     # The tracking package's modules are found through `from package import module` too.
     assert {"mnist_pipeline.tracking.run", "mnist_pipeline.tracking.patience"} <= train
     assert "src/mnist_pipeline/tracking/run.py" not in stage_modules("train", STAGES["train"])
+
+
+# The package's floors, lowest first (docs/layout.md): a module imports only from its own floor and
+# those below it. The top-level modules other than the frame keep old paths working and import anything.
+FLOORS = [
+    {"cli", "config", "errors", "files"},
+    {"data"},
+    {"training"},
+    {"evaluation"},
+    {"tracking"},
+    {"serving"},
+    {"stages", "sweep", "server"},
+]
+KEPT_PATHS = {"predict", "serve", "demo", "ui", "compare", "inference", "model"}
+
+
+def floor(module: str) -> int | None:
+    """The floor of a package module (dotted), or None for the package itself and the kept paths."""
+    room = module.split(".")[1] if module.count(".") else ""
+    return next((n for n, rooms in enumerate(FLOORS) if room in rooms), None)
+
+
+def test_no_import_runs_back_up_the_floors_and_none_goes_round_a_circle():
+    modules = sorted(".".join(p.relative_to(SRC).with_suffix("").parts) for p in (SRC / PACKAGE).rglob("*.py"))
+    modules = [m.removesuffix(".__init__") for m in modules]
+    rooms = {m.split(".")[1] for m in modules if m.count(".")}
+    assert rooms == set().union(*FLOORS, KEPT_PATHS), f"rooms on no floor: {rooms - set().union(*FLOORS, KEPT_PATHS)}"
+    upward = []
+    for module in modules:
+        if floor(module) is None:
+            continue
+        for target in imported_modules(source(module)):
+            if floor(target) is not None and floor(target) > floor(module):  # type: ignore[operator]
+                upward.append(f"{module} -> {target}")
+    assert not upward, f"imports that run back up: {upward}"
+    # No circle: a depth-first walk of the module graph never meets a module still on its path.
+    graph = {m: {t for t in imported_modules(source(m)) if t != m and t.count(".")} for m in modules}
+    state: dict[str, int] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in graph.get(module, ()):
+            assert state.get(target) != 1, f"an import circle: {' -> '.join([*path, module, target])}"
+            if target not in state:
+                visit(target, [*path, module])
+        state[module] = 2
+
+    for module in modules:
+        if module not in state:
+            visit(module, [])

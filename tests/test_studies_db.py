@@ -14,7 +14,8 @@ import psycopg2
 import pytest
 from mlflow.tracking import MlflowClient
 
-from servers import free_port, needs_postgres, new_password, server_cli, server_env, state_folder
+from support.team_server import needs_postgres, new_password, server_cli, server_env, state_folder
+from support.tools import free_port
 
 pytestmark = [pytest.mark.slow, needs_postgres]
 

@@ -16,7 +16,7 @@ import yaml
 
 from mnist_pipeline.sweep import spec as specs
 from mnist_pipeline.sweep.__main__ import main
-from mnist_pipeline.sweep.search import JOURNAL, open_storage
+from mnist_pipeline.sweep.storage import JOURNAL, open_storage
 
 from support.projects import make_project, store
 from support.synthetic import write_synthetic_mnist

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servers import free_port, needs_postgres, new_password, server_env, state_folder
 from support.hosts import Hosts, network_namespaces
 from support.synthetic import write_synthetic_mnist
-from support.tools import REPO, clean_env
+from support.team_server import needs_postgres, new_password, server_env, state_folder
+from support.tools import REPO, clean_env, free_port
 
 pytestmark = [pytest.mark.slow, needs_postgres]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from servers import server_cli
 from support.projects import EPOCHS, assert_complete_run, make_project, recorded_run_id
 from support.synthetic import write_synthetic_mnist
+from support.team_server import server_cli
 from support.tiny import TRAIN_ARGS, write_tiny_params
 from support.tools import REPO, clean_env, run_queue, sh
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 from mlflow.exceptions import MlflowException
 
-from mnist_pipeline.data import load_split
-from mnist_pipeline.datasets import FASHION_MNIST, MNIST
+from mnist_pipeline.data.catalog import FASHION_MNIST, MNIST
+from mnist_pipeline.data.splits import load_split
 from mnist_pipeline.errors import TrackingError
-from mnist_pipeline.model import MLP, load_checkpoint, save_checkpoint
 from mnist_pipeline.tracking import registry
 from mnist_pipeline.tracking.run import training_run
+from mnist_pipeline.training.model import MLP, load_checkpoint, save_checkpoint
 
 
 @pytest.fixture

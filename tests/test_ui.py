@@ -7,33 +7,15 @@ go to test-artifacts/ at the repo root (gitignored).
 
 import os
 import re
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from mnist_pipeline.tracking.env import ui_link
 
+from support.browser import CHROMIUM, SCREENSHOTS, VIEWPORT, WAIT_MS
 from support.local_servers import mlflow_server
 from support.projects import EPOCHS, PER_EPOCH, project_runs, store
-from support.tools import REPO
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SCREENSHOTS = REPO / "test-artifacts"
-# The UI scrolls inside its own panel, so a "full page" screenshot is only the viewport: make it
-# tall enough for the whole run overview (24 metrics, 14 params).
-VIEWPORT = {"width": 1440, "height": 1800}
-WAIT_MS = 30_000  # first loads of the UI's bundle on 2 busy cores take seconds
 
 pytestmark = [
     pytest.mark.slow,
@@ -52,21 +34,6 @@ def mlflow_ui(project, tmp_path_factory):
     folder = tmp_path_factory.mktemp("mlflow-server")
     with mlflow_server(f"sqlite:///{root / 'mlflow.db'}", cwd=root, log=folder / "server.log", env=env) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's Chromium, headless, driven by playwright (no browser download); test_demo.py uses it too."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    expect.set_options(timeout=WAIT_MS)
-    SCREENSHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture

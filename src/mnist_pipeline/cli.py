@@ -10,8 +10,9 @@ from mnist_pipeline.errors import PipelineError
 INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised like KeyboardInterrupt so open runs are closed and temporary files removed."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as a kind of KeyboardInterrupt: open runs are closed, temporary files removed, and
+    Optuna fails the trial in progress as it does on Ctrl-C (other BaseExceptions leave it RUNNING)."""
 
 
 def run(work: Callable[[], int | None], interrupted: str = "") -> int:
@@ -24,7 +25,7 @@ def run(work: Callable[[], int | None], interrupted: str = "") -> int:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except (KeyboardInterrupt, Terminated) as exc:
+    except KeyboardInterrupt as exc:  # Terminated too
         print(f"interrupted ({type(exc).__name__})" + (f"; {interrupted}" if interrupted else ""), file=sys.stderr)
         return INTERRUPTED
     finally:

@@ -68,7 +68,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Random distortions of each training batch (augment.py); every strength 0 (the default) is off.
+    """Random distortions of each training batch (training/augment.py); every strength 0 (the default) is off.
     Each is drawn per image, uniformly within +-strength."""
 
     rotation: float = field(metadata=_check(_between(0, 180)))  # degrees
@@ -212,3 +212,24 @@ def flatten(params: Any, prefix: str = "") -> dict[str, Any]:
         else:
             flat[prefix + f.name] = list(value) if isinstance(value, tuple) else value
     return flat
+
+
+def nested(values: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys as params.yaml nests them: {'train.lr': 0.1} -> {'train': {'lr': 0.1}}; tuples as lists."""
+    tree: dict[str, Any] = {}
+    for key, value in values.items():
+        *groups, last = key.split(".")
+        node = tree
+        for group in groups:
+            node = node.setdefault(group, {})
+        node[last] = list(value) if isinstance(value, tuple) else value
+    return tree
+
+
+def merged(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overlay`'s values put in, mapping into mapping; neither is changed."""
+    out = dict(base)
+    for key, value in overlay.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merged(out[key], value) if both else value
+    return out

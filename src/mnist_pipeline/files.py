@@ -30,6 +30,12 @@ def atomic_path(path: str | Path, mode: int | None = None) -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
 
 
+def project_root() -> Path:
+    """The project's root: the working directory, except inside `dvc exp run --temp/--queue`, whose
+    stages run in a copy under .dvc/tmp/exps and DVC_ROOT names the real root."""
+    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

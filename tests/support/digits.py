@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from mnist_pipeline.config import ModelConfig, Params, from_dict
-from mnist_pipeline.data import IMAGES_MAGIC, LABELS_MAGIC, read_idx
-from mnist_pipeline.model import MLP, save_checkpoint
+from mnist_pipeline.data.splits import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+from mnist_pipeline.training.model import MLP, save_checkpoint
 
 from support.tiny import REPO_PARAMS, train_in_process
 from support.tools import MNIST_MIRROR

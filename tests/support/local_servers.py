@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from servers import free_port
+from support.tools import free_port
 
 START_WITHIN_S = 180  # `mlflow server --workers 1` took 12 to 76 s to answer on 2 busy cores
 

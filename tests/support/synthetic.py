@@ -5,8 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from mnist_pipeline.data import IMAGES_MAGIC, LABELS_MAGIC
+from mnist_pipeline.data.catalog import IMAGE_SHAPE
+from mnist_pipeline.data.splits import IMAGES_MAGIC, LABELS_MAGIC
 
 
 def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
@@ -33,6 +35,14 @@ def write_synthetic_mnist(folder: Path, n_train: int = 512, n_test: int = 256) -
         write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images, IMAGES_MAGIC)
         write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels, LABELS_MAGIC)
     return folder
+
+
+def known_image() -> torch.Tensor:
+    """(1, 1, 28, 28): an asymmetric shape, so any wrong turn or flip shows."""
+    image = torch.zeros(1, 1, *IMAGE_SHAPE)
+    image[0, 0, 3:12, 5:8] = 1.0
+    image[0, 0, 3:5, 8:15] = 0.5
+    return image
 
 
 @pytest.fixture

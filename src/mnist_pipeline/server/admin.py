@@ -10,8 +10,8 @@ import urllib.parse
 import urllib.request
 
 from mnist_pipeline.errors import brief
-from mnist_pipeline.mlflow_rest import EXPERIMENT_TAGS
 from mnist_pipeline.server.config import MIN_PASSWORD, ServerError, password_problem
+from mnist_pipeline.tracking.rest import EXPERIMENT_TAGS
 
 ADMIN_PASSWORD = "MLFLOW_AUTH_ADMIN_PASSWORD"  # MLflow's own variable: it creates the admin from it
 NEW_USER_PASSWORD = "MLFLOW_NEW_USER_PASSWORD"

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 from mnist_pipeline.files import atomic_path
-from mnist_pipeline.mlflow_rest import Unreachable, health
 from mnist_pipeline.server import studies
 from mnist_pipeline.server.admin import ADMIN_PASSWORD, ApiError, admin_password, api
 from mnist_pipeline.server.config import (
@@ -25,6 +24,7 @@ from mnist_pipeline.server.config import (
     url_host,
 )
 from mnist_pipeline.server.postgres import Postgres
+from mnist_pipeline.tracking.rest import Unreachable, health
 
 START_TIMEOUT_S = 180  # `mlflow server` took 12 to 76 s to answer on 2 busy cores
 STOP_TIMEOUT_S = 30

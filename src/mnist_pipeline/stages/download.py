@@ -1,8 +1,8 @@
 """DVC stage `download`: fetch the dataset's four raw files and verify their checksums."""
 
 from mnist_pipeline.config import load_params
-from mnist_pipeline.datasets import DATASETS
-from mnist_pipeline.fetch import fetch, mirrors_from_env
+from mnist_pipeline.data.catalog import DATASETS
+from mnist_pipeline.data.fetch import fetch, mirrors_from_env
 from mnist_pipeline.stages import run_stage
 
 

@@ -3,11 +3,12 @@ distortions as PNGs."""
 
 from pathlib import Path
 
-from mnist_pipeline import device, plots
-from mnist_pipeline.data import load_split
+from mnist_pipeline.data.splits import load_split
+from mnist_pipeline.evaluation import plots
 from mnist_pipeline.files import atomic_path, read_json
-from mnist_pipeline.model import load_checkpoint
 from mnist_pipeline.stages import exit_now, run_stage
+from mnist_pipeline.training import device
+from mnist_pipeline.training.model import load_checkpoint
 
 
 def plot(data: str, model: str, history: str, metrics: str, robustness: str, out: str) -> None:

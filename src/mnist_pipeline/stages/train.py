@@ -13,20 +13,22 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mnist_pipeline import data as raw
-from mnist_pipeline import device as compute
-from mnist_pipeline import distributed, engine, evaluation, plots, resume, robustness
 from mnist_pipeline.cli import Terminated
 from mnist_pipeline.config import Params, load_params
-from mnist_pipeline.datasets import DATASETS, Dataset
-from mnist_pipeline.distributed import World
+from mnist_pipeline.data import splits as raw
+from mnist_pipeline.data.catalog import DATASETS, Dataset
 from mnist_pipeline.errors import PeerFailure, brief
+from mnist_pipeline.evaluation import plots, robustness
+from mnist_pipeline.evaluation.report import build_report
 from mnist_pipeline.files import atomic_path, rounded, write_json
-from mnist_pipeline.model import load_checkpoint, save_checkpoint
 from mnist_pipeline.stages import exit_now, run_stage
 from mnist_pipeline.tracking.env import is_server, ui_link
 from mnist_pipeline.tracking.registry import CHAMPION
 from mnist_pipeline.tracking.run import NullRun, Run, training_run
+from mnist_pipeline.training import device as compute
+from mnist_pipeline.training import distributed, engine, resume
+from mnist_pipeline.training.distributed import World
+from mnist_pipeline.training.model import load_checkpoint, save_checkpoint
 
 EXAMPLES = 4  # test images logged with the MLflow model as its input example
 CPU = torch.device("cpu")
@@ -90,7 +92,16 @@ def _train(
         with _peer_failures(world):
             started = time.perf_counter()
             progress = _progress_bar if leader else engine.no_progress
-            for record in engine.fit(training, train_set, test_set, cfg.train, len(records) + 1, progress, world):
+            for record in engine.fit(
+                training,
+                train_set,
+                test_set,
+                cfg.train,
+                split="test",
+                first_epoch=len(records) + 1,
+                progress=progress,
+                world=world,
+            ):
                 seconds = time.perf_counter() - started
                 records.append(rounded(record))
                 run.log_epoch(record)
@@ -155,7 +166,7 @@ def _record(
 ) -> None:
     """The evaluation and the plots as the evaluate and plot stages compute them, from the saved model."""
     checkpoint = load_checkpoint(model)
-    report, _ = evaluation.report(checkpoint.model, test, checkpoint.classes)
+    report, _ = build_report(checkpoint.model, test, checkpoint.classes)
     robust = robustness.report(checkpoint.model, test)
     figures = plots.render(checkpoint.model, records, report, robust, samples, checkpoint.classes)
     version, promoted = run.complete(

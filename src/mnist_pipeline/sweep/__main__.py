@@ -19,21 +19,13 @@ import time
 from optuna.trial import TrialState
 
 from mnist_pipeline import cli
+from mnist_pipeline.files import project_root
 from mnist_pipeline.stages import exit_now
 from mnist_pipeline.sweep import spec as specs
 from mnist_pipeline.sweep.promote import promote
-from mnist_pipeline.sweep.search import (
-    Worker,
-    finished,
-    load_study,
-    open_storage,
-    open_study,
-    pending,
-    retire,
-    worker_name,
-)
-from mnist_pipeline.tracking.env import project_root
-from mnist_pipeline.tracking.search import Recorder, best_trial
+from mnist_pipeline.sweep.storage import finished, load_study, open_storage, open_study, pending, retire, worker_name
+from mnist_pipeline.sweep.worker import Worker
+from mnist_pipeline.tracking.study_runs import Recorder, best_trial
 
 
 def parser() -> argparse.ArgumentParser:
@@ -72,13 +64,7 @@ def _promote(args: argparse.Namespace) -> None:
     promote(load_study(args.study, open_storage(args.storage, root)), root)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    # SIGTERM as Ctrl-C: Optuna then fails the trial in progress (other BaseExceptions leave it RUNNING).
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def _run(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, _interrupt)
     root = project_root()
     if args.command == "run" and args.workers < 1:
         raise specs.SpecError(f"--workers {args.workers}: expected at least 1")
@@ -104,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _announce(spec: specs.Study, study, recorder: Recorder, workers: int) -> None:
+def _announce(spec: specs.StudySpec, study, recorder: Recorder, workers: int) -> None:
     done = len(finished(study))
     print(
         f"sweep: study {spec.name}: {done} of {spec.trials} trials finished, {spec.epochs} epochs each at most, "

@@ -8,8 +8,8 @@ from typing import Any
 
 import optuna
 
-from mnist_pipeline.sweep.search import SweepError
-from mnist_pipeline.tracking.search import best_trial, overrides
+from mnist_pipeline.sweep.storage import SweepError
+from mnist_pipeline.tracking.study_runs import best_trial, overrides
 
 METRICS = "metrics/eval.json"
 

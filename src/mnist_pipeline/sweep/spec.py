@@ -1,6 +1,5 @@
 """sweep.yaml's studies, checked before any training: every value a trial can draw passes params.yaml's checks."""
 
-import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from mnist_pipeline.config import Params, flatten, from_dict, load_params
+from mnist_pipeline.config import Params, flatten, from_dict, load_params, merged, nested
 from mnist_pipeline.errors import ParamsError, PipelineError
 
 PRUNERS = ("hyperband", "median", "none")
@@ -39,7 +38,9 @@ class Dimension:
 
 
 @dataclass(frozen=True)
-class Study:
+class StudySpec:
+    """A study of sweep.yaml, checked: what it searches, on what budget and split, with which pruner."""
+
     name: str
     trials: int  # finished (complete or pruned) trials the study runs to
     epochs: int  # each trial's budget: train.epochs
@@ -79,7 +80,7 @@ class Study:
         )
 
 
-def in_project(root: Path, name: str, trials: int | None = None, epochs: int | None = None) -> tuple[dict, "Study"]:
+def in_project(root: Path, name: str, trials: int | None = None, epochs: int | None = None) -> tuple[dict, "StudySpec"]:
     """The project's params.yaml content (checked first, as the pipeline checks it) and its
     sweep.yaml's study `name` over it."""
     load_params(root / "params.yaml")
@@ -87,7 +88,7 @@ def in_project(root: Path, name: str, trials: int | None = None, epochs: int | N
     return base, load(root / SWEEP_FILE, name, base, trials, epochs)
 
 
-def load(path: Path, name: str, base: dict, trials: int | None = None, epochs: int | None = None) -> Study:
+def load(path: Path, name: str, base: dict, trials: int | None = None, epochs: int | None = None) -> StudySpec:
     """Study `name` of sweep file `path`, checked against params.yaml's content `base`;
     `trials` and `epochs` override the file's."""
     studies = _read(path)
@@ -103,7 +104,7 @@ def load(path: Path, name: str, base: dict, trials: int | None = None, epochs: i
     missing = [k for k in STUDY_KEYS if k not in raw]
     if missing:
         raise SpecError(f"{where}: missing key {missing[0]}")
-    study = Study(
+    study = StudySpec(
         name=name,
         trials=_count(trials if trials is not None else raw["trials"], f"{where}.trials", minimum=1),
         epochs=_count(epochs if epochs is not None else raw["epochs"], f"{where}.epochs", minimum=1),
@@ -123,14 +124,7 @@ def load(path: Path, name: str, base: dict, trials: int | None = None, epochs: i
 
 def with_values(base: dict, values: dict[str, Any], source: str) -> Params:
     """params.yaml's content `base` with dotted keys set, validated as params.yaml is."""
-    raw = copy.deepcopy(base)
-    for key, value in values.items():
-        *groups, last = key.split(".")
-        node = raw
-        for group in groups:
-            node = node[group]
-        node[last] = list(value) if isinstance(value, tuple) else value
-    return from_dict(Params, raw, source=source)
+    return from_dict(Params, merged(base, nested(values)), source=source)
 
 
 def _read(path: Path) -> dict:
@@ -196,7 +190,7 @@ def _number(value: Any, kind: str, where: str) -> float:
         raise SpecError(f"{where}: {value!r} is not a number") from None
 
 
-def _check_keys(study: Study, base: dict, where: str) -> None:
+def _check_keys(study: StudySpec, base: dict, where: str) -> None:
     known = set(flatten(from_dict(Params, base, source="params.yaml")))
     for section in ("params", "space"):
         for key in getattr(study, section):
@@ -206,7 +200,7 @@ def _check_keys(study: Study, base: dict, where: str) -> None:
         raise SpecError(f"{where}: train.epochs is the study's epochs (the budget of each trial), not a searched key")
 
 
-def _check_values(study: Study, base: dict, where: str) -> None:
+def _check_values(study: StudySpec, base: dict, where: str) -> None:
     """Every bound and choice, each on top of the fixed keys, as params.yaml's checks take it."""
     try:
         study.trial_params(base, {})

@@ -2,7 +2,8 @@
 
 import os
 import subprocess
-from pathlib import Path
+
+from mnist_pipeline.files import project_root
 
 # A tracking server that is down should fail a stage in seconds, not after minutes of MLflow's own
 # retries (patience.py retries where waiting makes sense), and nothing is sent anywhere but the
@@ -21,11 +22,6 @@ def configure() -> None:
     """Apply MLFLOW_SETTINGS where the user set nothing else; call it before importing mlflow."""
     for name, value in MLFLOW_SETTINGS.items():
         os.environ.setdefault(name, value)
-
-
-def project_root() -> Path:
-    # Inside `dvc exp run --temp/--queue` the stage runs in a copy; DVC_ROOT is the real root.
-    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
 
 
 def tracking_uri() -> str:

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema, TensorSpec
 from mlflow.types.schema import Array
 
-from mnist_pipeline.datasets import IMAGE_SHAPE
+from mnist_pipeline.data.catalog import IMAGE_SHAPE
 from mnist_pipeline.errors import TrackingError
 
 CHAMPION = "champion"
@@ -52,7 +52,7 @@ def save_model(checkpoint: Path, folder: Path) -> None:
 def _served_model(checkpoint: Path, example: np.ndarray | None) -> dict[str, Any]:
     package = Path(__file__).parents[1]
     return dict(
-        python_model=str(package / "served_model.py"),  # a model from code: no pickle
+        python_model=str(package / "serving" / "served_model.py"),  # a model from code: no pickle
         artifacts={"checkpoint": str(checkpoint)},
         code_paths=[str(package)],  # the model's code travels with it
         signature=SIGNATURE,

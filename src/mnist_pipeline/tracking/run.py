@@ -14,7 +14,7 @@ import queue
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import mlflow
@@ -25,14 +25,14 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline import evaluation
 from mnist_pipeline.config import Params, flatten
-from mnist_pipeline.datasets import Dataset
-from mnist_pipeline.device import THREADS
+from mnist_pipeline.data.catalog import Dataset
 from mnist_pipeline.errors import TrackingError, brief
+from mnist_pipeline.evaluation.report import per_class_table
 from mnist_pipeline.files import digest, json_text
 from mnist_pipeline.tracking import patience, registry, store
 from mnist_pipeline.tracking.env import git_commit, tracking_uri
+from mnist_pipeline.training.device import THREADS
 
 # The stages print their own one-line summaries; MLflow's INFO chatter would only repeat them, and
 # the system-metrics monitor warns at every start on a machine without a GPU. (After mlflow's
@@ -98,7 +98,7 @@ class Run:
         patiently = functools.partial(patience.patiently, self.uri)
         patiently(lambda: mlflow.log_text(json_text(report), "metrics/eval.json"))
         patiently(lambda: mlflow.log_text(json_text(robustness), "metrics/robustness.json"))
-        patiently(lambda: mlflow.log_table(evaluation.per_class_table(report), "metrics/per_class.json"))
+        patiently(lambda: mlflow.log_table(per_class_table(report), "metrics/per_class.json"))
         with tempfile.TemporaryDirectory() as folder:
             for name, png in figures.items():
                 (Path(folder) / name).write_bytes(png)
@@ -141,38 +141,75 @@ class NullRun:
 
 
 @contextlib.contextmanager
+def lifetime(
+    uri: str,
+    experiment_id: str,
+    start: Callable[[], str],
+    *,
+    state_tag: str | None = None,
+    finishes: tuple[type[BaseException], ...] = (),
+) -> Iterator[Run]:
+    """Own a run's whole life: `start()` opens it (and returns its id), then the block records into it.
+    It ends FINISHED when the block ends or raises one of `finishes` (a pruned trial), FAILED on an error,
+    KILLED on Ctrl-C or SIGTERM; never left RUNNING, a failed start included. `state_tag`, if given,
+    names a tag that says which: complete, pruned, failed or interrupted."""
+    try:
+        run_id = start()
+    except Exception:
+        end("FAILED", uri)  # a run started before the error is not left RUNNING
+        raise
+    except BaseException:
+        end("KILLED", uri)
+        raise
+    run = Run(run_id, experiment_id, uri)
+    try:
+        yield run
+    except finishes:
+        _close(run, "pruned", "FINISHED", state_tag)
+        raise
+    except Exception:
+        _close(run, "failed", "FAILED", state_tag)
+        raise
+    except BaseException:  # KeyboardInterrupt, and cli's Terminated (SIGTERM)
+        _close(run, "interrupted", "KILLED", state_tag)
+        raise
+    _close(run, "complete", "FINISHED", state_tag)
+
+
+def _close(run: Run, state: str, status: str, state_tag: str | None) -> None:
+    if status == "FINISHED":
+        run.flush()
+    else:
+        run.stop()
+    if state_tag:
+        with contextlib.suppress(Exception):  # a failing run is marked once, without waiting
+            mlflow.set_tag(state_tag, state)
+    end(status, run.uri)
+
+
+@contextlib.contextmanager
 def training_run(
     params: Params, dataset: Dataset, data_digest: str, device: str, world_size: int, resume_run_id: str | None = None
 ) -> Iterator[Run]:
-    """Start this execution's run (or reopen an interrupted one): FINISHED at the end, FAILED on an
-    error, KILLED on Ctrl-C or SIGTERM; never left RUNNING."""
+    """This execution's run of the train stage (or the interrupted one, reopened), owned by `lifetime`."""
     patience.limit_s()  # a bad setting stops the stage before it starts a run
     uri = tracking_uri()
     names = params.tracking
     experiment_id = store.connect(uri, names.experiment, names.registered_model)
-    try:
-        if resume_run_id and _exists(resume_run_id):
-            active = mlflow.start_run(run_id=resume_run_id, log_system_metrics=True)
-        else:
+
+    def start() -> str:
+        try:
+            if resume_run_id and _exists(resume_run_id):
+                return mlflow.start_run(run_id=resume_run_id, log_system_metrics=True).info.run_id
             tags = {"device": device, "world_size": str(world_size)}
-            active = _start(params, dataset, data_digest, tags, experiment_id)
-    except MlflowException as exc:
-        end("FAILED", uri)  # a run started before the error is not left RUNNING
-        raise store.refusal(exc, uri, names.experiment, names.registered_model) or TrackingError(
-            f"MLflow tracking store {uri}: {brief(exc)}"
-        ) from None
-    run = Run(active.info.run_id, experiment_id, uri)
-    try:
+            return _start(params, dataset, data_digest, tags, experiment_id).info.run_id
+        except MlflowException as exc:
+            raise store.refusal(exc, uri, names.experiment, names.registered_model) or TrackingError(
+                f"MLflow tracking store {uri}: {brief(exc)}"
+            ) from None
+
+    with lifetime(uri, experiment_id, start) as run:
         yield run
-    except Exception:
-        run.stop()
-        end("FAILED", uri)
-        raise
-    except BaseException:  # KeyboardInterrupt, and the stages' SIGTERM handler
-        run.stop()
-        end("KILLED", uri)
-        raise
-    end("FINISHED", uri)
 
 
 def _start(

@@ -7,8 +7,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.errors import TrackingError, brief
-from mnist_pipeline.mlflow_rest import EXPERIMENT_TAGS, health
-from mnist_pipeline.tracking.env import is_server, project_root
+from mnist_pipeline.files import project_root
+from mnist_pipeline.tracking.env import is_server
+from mnist_pipeline.tracking.rest import EXPERIMENT_TAGS, health
 
 
 def connect(uri: str, experiment: str, registered_model: str | None = None) -> str:
@@ -37,7 +38,7 @@ def check_reachable(uri: str) -> None:
     """A server that is down or unknown fails here, with the reason, before any training."""
     try:
         health(uri, timeout=1)
-    except OSError as exc:  # mlflow_rest.Unreachable, which says why
+    except OSError as exc:  # rest.Unreachable, which says why
         raise TrackingError(f"MLflow tracking server {uri} is not reachable: {exc}") from None
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mnist_pipeline.datasets import IMAGE_SHAPE
+from mnist_pipeline.data.catalog import IMAGE_SHAPE
 from mnist_pipeline.errors import ImageError, brief
 
 # Only these decoders run: Pillow's others include formats that hand the file to external

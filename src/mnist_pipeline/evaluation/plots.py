@@ -10,8 +10,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import nn
 
-from mnist_pipeline import evaluation
-from mnist_pipeline.data import Split
+from mnist_pipeline.data.splits import Split
+from mnist_pipeline.training import scoring
 
 SAMPLES = 10  # the article's row of the first training images
 
@@ -27,7 +27,7 @@ def render(
     """The PNGs of a trained model by file name: curves, sample images with the model's guesses,
     confusion matrix, accuracy under distortions. The plot stage writes them; the train stage records them."""
     names = [classes[i] for i in samples.labels.tolist()]
-    guesses = [classes[i] for i in evaluation.predict(model, samples.images).argmax(1).tolist()]
+    guesses = [classes[i] for i in scoring.predict(model, samples.images).argmax(1).tolist()]
     figures = {
         "loss.png": curves(history, "loss", "Cross-entropy loss"),
         "accuracy.png": curves(history, "accuracy", "Accuracy"),

@@ -8,10 +8,12 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from mnist_pipeline import augment, evaluation, preprocess
-from mnist_pipeline.data import IMAGE_SHAPE, Split
+from mnist_pipeline.data import preprocess
+from mnist_pipeline.data.catalog import IMAGE_SHAPE
+from mnist_pipeline.data.splits import Split
 from mnist_pipeline.errors import ImageError
 from mnist_pipeline.files import rounded
+from mnist_pipeline.training import augment, scoring
 
 SEED = 0  # the noise and the canvas positions: the same for every model, so their figures compare
 NOISE = 0.3  # standard deviation of the added Gaussian noise, pixels being in [0, 1]
@@ -141,6 +143,6 @@ def report(model: nn.Module, test: Split) -> dict[str, float]:
     images, labels = test.images[::EVERY], test.labels[::EVERY]
     accuracy = {}
     for name, distort in DISTORTIONS.items():
-        predicted = evaluation.predict(model, distort(images)).argmax(1)
+        predicted = scoring.predict(model, distort(images)).argmax(1)
         accuracy[name] = (predicted == labels).float().mean().item()
     return rounded(accuracy)

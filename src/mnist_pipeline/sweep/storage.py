@@ -1,6 +1,5 @@
-"""Optuna's side of a search: the storage, the study, and a worker that trains trials in-process."""
+"""Optuna's side of a search: the storage, the study made or joined in it, its state, a dead worker's trials."""
 
-import json
 import os
 import socket
 import time
@@ -10,17 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import FrozenTrial, Trial, TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from mnist_pipeline import device as compute
-from mnist_pipeline import engine
-from mnist_pipeline.data import Split, holdout, load_split
-from mnist_pipeline.errors import DivergenceError, PipelineError, brief
-from mnist_pipeline.sweep.spec import Dimension, SpecError, Study
-from mnist_pipeline.tracking.search import Recorder
+from mnist_pipeline.errors import PipelineError, brief
+from mnist_pipeline.sweep.spec import SpecError, StudySpec
 
 STORAGE_ENV = "MNIST_SWEEP_STORAGE"  # a database URL that workers on several machines share
 JOURNAL = "sweeps.journal"  # the default storage: a file at the project root, git-ignored
@@ -92,7 +86,7 @@ class TrialSeededTPE(optuna.samplers.TPESampler):
         super().before_trial(study, trial)
 
 
-def open_study(spec: Study, storage: BaseStorage) -> optuna.Study:
+def open_study(spec: StudySpec, storage: BaseStorage) -> optuna.Study:
     """The study named after `spec`, created on first use; refused if it was made with other settings."""
     pruners: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
         "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.epochs),
@@ -133,7 +127,7 @@ def finished(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=FINISHED)
 
 
-def pending(spec: Study, study: optuna.Study) -> bool:
+def pending(spec: StudySpec, study: optuna.Study) -> bool:
     """Work left: fewer finished trials than the study asks for, or a dead worker's trial queued again."""
     return len(finished(study)) < spec.trials or bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
@@ -141,88 +135,6 @@ def pending(spec: Study, study: optuna.Study) -> bool:
 def worker_name(pid: int) -> str:
     """How trials name the process that runs them (user attr `worker`)."""
     return f"{socket.gethostname()}:{pid}"
-
-
-def suggest(trial: Trial, key: str, dimension: Dimension) -> Any:
-    """A trial's value for `key`. Choices that are lists (layer widths) are offered to Optuna as
-    their JSON text: its categorical values must be plain scalars."""
-    if dimension.kind == "choices":
-        labels = [json.dumps(c) if isinstance(c, list) else c for c in dimension.choices]
-        return dimension.choices[labels.index(trial.suggest_categorical(key, labels))]
-    if dimension.kind == "int":
-        return trial.suggest_int(key, int(dimension.low), int(dimension.high), log=dimension.log)
-    return trial.suggest_float(key, dimension.low, dimension.high, log=dimension.log)
-
-
-def validation_data(spec: Study, data_dir: Path, device: torch.device) -> tuple[Split, Split]:
-    """The training split less `spec.validation` seeded images, and those images. Only the training
-    files are read: the test set plays no part in a search."""
-    train, val = holdout(load_split(data_dir, train=True), spec.validation, spec.seed)
-    return train.to(device), val.to(device)
-
-
-class Worker:
-    """Runs a study's trials in this process until it has spec.trials finished ones."""
-
-    def __init__(self, spec: Study, study: optuna.Study, base: dict, data_dir: Path, recorder: Recorder):
-        self.spec, self.study, self.base, self.recorder = spec, study, base, recorder
-        self.device = compute.setup()  # one thread
-        self.train, self.val = validation_data(spec, data_dir, self.device)
-        self.name = worker_name(os.getpid())
-
-    def run(self) -> None:
-        while pending(self.spec, self.study):
-            self.study.optimize(self._objective, n_trials=1, catch=(DivergenceError,), callbacks=[self._progress])
-        self._wait_for_the_others()
-
-    def _objective(self, trial: Trial) -> float:
-        drawn = {key: suggest(trial, key, dim) for key, dim in self.spec.space.items()}
-        params = self.spec.trial_params(self.base, drawn)
-        trial.set_user_attr("worker", self.name)
-        trial.set_user_attr("overrides", {**self.spec.params, **drawn, "train.epochs": self.spec.epochs})
-        with self.recorder.trial(trial, params) as run:
-            training = engine.Training.create(params, len(self.train), self.device)
-            value = 0.0
-            for record in engine.fit(training, self.train, self.val, params.train):
-                epoch, value = int(record["epoch"]), record["test_accuracy"]
-                run.log_epoch(
-                    {
-                        "epoch": epoch,
-                        "train_loss": record["train_loss"],
-                        "train_accuracy": record["train_accuracy"],
-                        "val_loss": record["test_loss"],
-                        "val_accuracy": value,
-                    }
-                )
-                trial.set_user_attr("epochs_trained", epoch)
-                trial.report(value, epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"at epoch {epoch}")
-            return value
-
-    def _progress(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        values = list(trial.intermediate_values.values())
-        value = trial.value if trial.value is not None else (values[-1] if values else None)
-        seconds = trial.duration.total_seconds() if trial.duration else 0.0
-        drawn = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
-        best = study.best_trial if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else None
-        print(
-            f"trial {trial.number} {trial.state.name.lower()}: val_accuracy "
-            f"{'-' if value is None else f'{value:.4f}'} after {trial.user_attrs.get('epochs_trained', 0)} epochs "
-            f"({seconds:.1f} s) {drawn}" + (f"; best: trial {best.number}, {best.value:.4f}" if best else ""),
-            flush=True,
-        )
-
-    def _wait_for_the_others(self) -> None:
-        """A dead worker's trial goes stale only when somebody looks after the grace period: while
-        other workers' trials run, look again, and run the retries that the looks queue."""
-        if not isinstance(self.study._storage, RDBStorage):
-            return  # a journal has no heartbeats: the launcher retires its dead workers' trials
-        while self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            time.sleep(HEARTBEAT_S)
-            optuna.storages.fail_stale_trials(self.study)
-            while self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                self.study.optimize(self._objective, n_trials=1, catch=(DivergenceError,), callbacks=[self._progress])
 
 
 def retire(study: optuna.Study, worker: str) -> list[int]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnist_pipeline.datasets import IMAGE_SHAPE, NUM_CLASSES
+from mnist_pipeline.data.catalog import IMAGE_SHAPE, NUM_CLASSES
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.files import digest as file_digest
 

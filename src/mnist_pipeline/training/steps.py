@@ -1,5 +1,6 @@
-"""The article's training step by hand: the MLP's forward, backward and SGD update as the ATen ops autograd runs.
+"""The training steps: the Step protocol, autograd's step, and the article's step written by hand.
 
+The hand-written step is the MLP's forward, backward and SGD update as the ATen ops autograd runs.
 Autograd records a graph, allocates gradient buffers and dispatches about twice as many small ops as
 the step needs; at batch 64 that bookkeeping costs as much as the arithmetic. This step calls the
 same kernels in the same order with the same arguments, so the weights after any number of steps
@@ -8,15 +9,44 @@ It covers plain SGD (weight decay allowed; no momentum, schedule or label smooth
 the CPU, in one process; everything else takes the autograd step.
 """
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from mnist_pipeline.config import TrainConfig
-from mnist_pipeline.model import MLP, standardize
+from mnist_pipeline.training.model import MLP, standardize
 
-if TYPE_CHECKING:  # engine imports this module
-    from mnist_pipeline.engine import Step
+Scheduler = torch.optim.lr_scheduler.LRScheduler
+
+
+class Step(Protocol):
+    """A training step: (images, labels, share) of one batch -> (mean loss, logits), after updating the
+    weights. `share` is this process's part of the batch times the number of processes: 1.0 on one process."""
+
+    def __call__(
+        self, images: torch.Tensor, labels: torch.Tensor, share: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def autograd_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Scheduler | None, label_smoothing: float
+) -> Step:
+    def step(images: torch.Tensor, labels: torch.Tensor, share: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        # DDP averages the processes' gradients; weighting each by its share of the batch makes that
+        # the gradient of the whole batch's mean loss even when the parts differ in size.
+        (loss if share == 1.0 else loss * share).backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        return loss.detach(), logits.detach()
+
+    return step
+
 
 aten = torch.ops.aten
 MEAN = 1  # nll_loss's reduction code for "mean"
@@ -30,8 +60,8 @@ def covers(model: torch.nn.Module, cfg: TrainConfig) -> bool:
     return type(model) is MLP and model.dropout == 0 and on_cpu and plain_sgd and cfg.label_smoothing == 0
 
 
-def sgd_step(model: MLP, lr: float, weight_decay: float) -> "Step":
-    """engine's Step: (images, labels, share) -> (mean loss, logits), after updating the weights in place."""
+def sgd_step(model: MLP, lr: float, weight_decay: float) -> Step:
+    """A Step: (images, labels, share) -> (mean loss, logits), after updating the weights in place."""
     linears = [layer for layer in model.layers if isinstance(layer, torch.nn.Linear)]  # all of them
     weights = [layer.weight for layer in linears]
     biases = [layer.bias for layer in linears]

@@ -3,14 +3,13 @@ basic-auth, started by `python -m mnist_pipeline.server`, the command `make serv
 
 Each server gets its own state folder and a free port; the cluster listens on a socket inside that
 folder only, so it never meets the system's PostgreSQL service. `team_server` is one such server
-shared by the session (conftest.py imports it for every test file).
+shared by the session (conftest.py registers this module's fixtures for every test file).
 """
 
 import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,8 @@ import pytest
 from mnist_pipeline.server.config import ServerError
 from mnist_pipeline.server.postgres import find_pg_bin
 
-REPO = Path(__file__).resolve().parents[1]
+from support.tools import REPO, free_port
+
 ADMIN = "admin"
 
 try:
@@ -33,12 +33,6 @@ try:
 except ServerError as exc:
     POSTGRES_MISSING = str(exc)
 needs_postgres = pytest.mark.skipif(bool(POSTGRES_MISSING), reason=POSTGRES_MISSING)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def new_password() -> str:

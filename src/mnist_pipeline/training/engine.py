@@ -1,23 +1,22 @@
-"""The training state and the loops over preloaded tensors: plain dicts out; no printing, files or MLflow."""
+"""The training state, and the loops that train and score on preloaded tensors: plain dicts out, no I/O or MLflow."""
 
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from mnist_pipeline import augment, evaluation, fast_step
 from mnist_pipeline.config import AugmentConfig, Params, TrainConfig
-from mnist_pipeline.data import IMAGE_SHAPE, Split
-from mnist_pipeline.distributed import World
+from mnist_pipeline.data.catalog import IMAGE_SHAPE
+from mnist_pipeline.data.splits import Split
 from mnist_pipeline.errors import DivergenceError
-from mnist_pipeline.model import MLP, build
-
-Scheduler = torch.optim.lr_scheduler.LRScheduler
+from mnist_pipeline.training import augment, scoring, steps
+from mnist_pipeline.training.distributed import World
+from mnist_pipeline.training.model import MLP, build
+from mnist_pipeline.training.steps import Scheduler
 
 
 @dataclass
@@ -38,7 +37,7 @@ class Training:
         generator = torch.Generator().manual_seed(params.seed)
         augment_generator = torch.Generator().manual_seed(params.seed + augment.SEED_OFFSET)
         # The hand-written step stays exact with augmentation: the distortion happens before the step.
-        if processes == 1 and fast_step.covers(model, params.train):
+        if processes == 1 and steps.covers(model, params.train):
             # No optimizer object: making the first one imports torch's compiler (1.2 s here).
             return cls(model, None, None, generator, augment_generator)
         optimizer = make_optimizer(model, params.train)
@@ -89,15 +88,6 @@ def shuffled_batches(
     return torch.randperm(n, generator=generator).to(device).split(batch_size)
 
 
-class Step(Protocol):
-    """A training step: (images, labels, share) of one batch -> (mean loss, logits), after updating the
-    weights. `share` is this process's part of the batch times the number of processes: 1.0 on one process."""
-
-    def __call__(
-        self, images: torch.Tensor, labels: torch.Tensor, share: float = 1.0
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
 Distort = Callable[[int, torch.device], augment.Draws]
 """Random distortions for a batch of n training images (augment.random_draws)."""
 
@@ -109,36 +99,22 @@ def distortions(cfg: AugmentConfig, generator: torch.Generator) -> Distort | Non
     return lambda n, device: augment.random_draws(cfg, n, IMAGE_SHAPE, generator, device)
 
 
-def make_step(training: Training, cfg: TrainConfig, world: World | None = None) -> Step:
+def make_step(training: Training, cfg: TrainConfig, world: World | None = None) -> steps.Step:
     """The hand-written step where it gives the same bits (Training.create left out the optimizer),
     else autograd's, through DistributedDataParallel when several processes share each batch."""
     if training.optimizer is None:
-        assert isinstance(training.model, MLP)  # fast_step.covers only the MLP
-        return fast_step.sgd_step(training.model, cfg.lr, cfg.weight_decay)
+        assert isinstance(training.model, MLP)  # steps.covers only the MLP
+        return steps.sgd_step(training.model, cfg.lr, cfg.weight_decay)
     forward = DistributedDataParallel(training.model) if world else training.model
-    return autograd_step(forward, training.optimizer, training.scheduler, cfg.label_smoothing)
-
-
-def autograd_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Scheduler | None, label_smoothing: float
-) -> Step:
-    def step(images: torch.Tensor, labels: torch.Tensor, share: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        # DDP averages the processes' gradients; weighting each by its share of the batch makes that
-        # the gradient of the whole batch's mean loss even when the parts differ in size.
-        (loss if share == 1.0 else loss * share).backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        return loss.detach(), logits.detach()
-
-    return step
+    return steps.autograd_step(forward, training.optimizer, training.scheduler, cfg.label_smoothing)
 
 
 def train_one_epoch(
-    step: Step, data: Split, batches: Iterable[torch.Tensor], world: World | None = None, distort: Distort | None = None
+    step: steps.Step,
+    data: Split,
+    batches: Iterable[torch.Tensor],
+    world: World | None = None,
+    distort: Distort | None = None,
 ) -> dict[str, float]:
     """One pass over `batches` of indices into `data`; loss and accuracy are means over samples.
 
@@ -188,14 +164,17 @@ def no_progress(batches: Iterable[torch.Tensor], epoch: int) -> Iterable[torch.T
 def fit(
     training: Training,
     train: Split,
-    test: Split,
+    scored: Split,
     cfg: TrainConfig,
+    *,
+    split: str,
     first_epoch: int = 1,
     progress: Callable[[Iterable[torch.Tensor], int], Iterable[torch.Tensor]] = no_progress,
     world: World | None = None,
 ) -> Iterator[dict[str, float]]:
-    """Train epochs first_epoch..cfg.epochs, testing after each as the article does; yield one record each.
-    With several processes (`world`), every one draws the same shuffles and tests the same model."""
+    """Train epochs first_epoch..cfg.epochs, scoring `scored` after each as the article tests; yield one
+    record each, its scores named after `split` ("test": test_loss, test_accuracy; "val": val_loss, ...).
+    With several processes (`world`), every one draws the same shuffles and scores the same model."""
     step = make_step(training, cfg, world)
     distort = distortions(cfg.augment, training.augment_generator)
     for epoch in range(first_epoch, cfg.epochs + 1):
@@ -205,4 +184,4 @@ def fit(
             record = train_one_epoch(step, train, progress(batches, epoch), world, distort)
         except DivergenceError as exc:
             raise DivergenceError(f"epoch {epoch}: {exc}; lower train.lr (now {cfg.lr})") from None
-        yield {"epoch": epoch, **record, **evaluation.evaluate(training.model, test)}
+        yield {"epoch": epoch, **record, **scoring.evaluate(training.model, scored, split)}

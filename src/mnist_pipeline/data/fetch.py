@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
-from mnist_pipeline.datasets import Dataset
+from mnist_pipeline.data.catalog import Dataset
 from mnist_pipeline.errors import FetchError
 from mnist_pipeline.files import atomic_path, digest
 

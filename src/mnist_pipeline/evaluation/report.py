@@ -1,35 +1,15 @@
-"""Scoring a model on the test set: the per-epoch figures of training, and the report that the evaluate
-stage writes and the train stage records, from the same functions."""
+"""The test report that the evaluate stage writes and the train stage records: loss and accuracy (the
+training loop's own scores), per-class precision and recall, the confusion matrix, the predictions."""
 
 from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from mnist_pipeline.data import Split
-from mnist_pipeline.datasets import NUM_CLASSES
+from mnist_pipeline.data.catalog import NUM_CLASSES
+from mnist_pipeline.data.splits import Split
 from mnist_pipeline.files import rounded
-
-EVAL_BATCH = 1000  # evaluation needs no gradients, so large chunks are cheap
-
-
-@torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Logits for `images`, in evaluation mode."""
-    model.eval()
-    return torch.cat([model(chunk) for chunk in images.split(EVAL_BATCH)])
-
-
-def scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    return {
-        "test_loss": F.cross_entropy(logits, labels).item(),
-        "test_accuracy": (logits.argmax(1) == labels).float().mean().item(),
-    }
-
-
-def evaluate(model: nn.Module, data: Split) -> dict[str, float]:
-    return scores(predict(model, data.images), data.labels)
+from mnist_pipeline.training.scoring import predict, scores
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
@@ -47,13 +27,13 @@ def per_class(matrix: torch.Tensor, classes: Sequence[str]) -> dict[str, dict[st
     return {name: {"precision": precision[c].item(), "recall": recall[c].item()} for c, name in enumerate(classes)}
 
 
-def report(model: nn.Module, test: Split, classes: Sequence[str]) -> tuple[dict, torch.Tensor]:
+def build_report(model: nn.Module, test: Split, classes: Sequence[str]) -> tuple[dict, torch.Tensor]:
     """metrics/eval.json's content, and the predicted class of every test image."""
     logits = predict(model, test.images)
     predicted = logits.argmax(1)
     matrix = confusion_matrix(test.labels, predicted)
     return {
-        **rounded(scores(logits, test.labels)),
+        **rounded(scores(logits, test.labels, "test")),
         "per_class": {name: rounded(pr) for name, pr in per_class(matrix, classes).items()},
         "confusion_matrix": matrix.tolist(),  # rows: actual class, columns: predicted class
     }, predicted

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from mnist_pipeline.config import Params, flatten
-from mnist_pipeline.engine import Training
 from mnist_pipeline.files import save_torch
+from mnist_pipeline.training.engine import Training
 
 # Keys that change where a run is logged or whether it resumes, not what it computes.
 _NOT_RESULT_KEYS = ("tracking.", "train.resume")

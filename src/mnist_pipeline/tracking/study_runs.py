@@ -18,9 +18,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from mnist_pipeline.config import Params, flatten
+from mnist_pipeline.config import Params, flatten, nested
 from mnist_pipeline.tracking import env, store
-from mnist_pipeline.tracking.run import Run, end
+from mnist_pipeline.tracking.run import Run, lifetime
 
 PARENT_ATTR = "mlflow_parent_run"  # the study's user attr naming its parent run, for every worker to find
 RUN_ATTR = "mlflow_run_id"  # a trial's user attr naming its run; a retry inherits its dead trial's
@@ -59,42 +59,28 @@ class Recorder:
 
     @contextlib.contextmanager
     def trial(self, trial: Trial, params: Params) -> Iterator[Run]:
-        """A child run for `trial`: FINISHED when complete or pruned (tag sweep_state says which),
-        FAILED on an error, KILLED on Ctrl-C; never left RUNNING by this process."""
-        inherited = trial.user_attrs.get(RUN_ATTR)
-        mlflow.set_tracking_uri(self.uri)
-        active = mlflow.start_run(
-            experiment_id=self.experiment_id,
-            run_name=f"{self.name} trial {trial.number}",
-            tags={"mlflow.parentRunId": self.parent_id, "sweep_study": self.name, "sweep_trial": str(trial.number)},
-            log_system_metrics=True,
-        )
-        trial.set_user_attr(RUN_ATTR, active.info.run_id)
-        if inherited:
-            self._mark_retried(inherited, trial.number)
-        mlflow.log_params(flatten(params))
-        run = Run(active.info.run_id, self.experiment_id, self.uri)
-        try:
-            yield run
-        except optuna.TrialPruned:
-            self._end(run, "pruned", "FINISHED")
-            raise
-        except Exception:
-            run.stop()
-            self._end(run, "failed", "FAILED")
-            raise
-        except BaseException:  # Ctrl-C: Optuna fails the trial, this marks its run
-            run.stop()
-            self._end(run, "interrupted", "KILLED")
-            raise
-        self._end(run, "complete", "FINISHED")
+        """A child run for `trial`, owned by tracking.run.lifetime: FINISHED when complete or pruned
+        (tag sweep_state says which), FAILED on an error, KILLED on Ctrl-C."""
 
-    def _end(self, run: Run, state: str, status: str) -> None:
-        if status == "FINISHED":
-            run.flush()
-        with contextlib.suppress(Exception):  # a failing run is marked once, as tracking does
-            mlflow.set_tag("sweep_state", state)
-        end(status, self.uri)
+        def start() -> str:
+            inherited = trial.user_attrs.get(RUN_ATTR)
+            mlflow.set_tracking_uri(self.uri)
+            active = mlflow.start_run(
+                experiment_id=self.experiment_id,
+                run_name=f"{self.name} trial {trial.number}",
+                tags={"mlflow.parentRunId": self.parent_id, "sweep_study": self.name, "sweep_trial": str(trial.number)},
+                log_system_metrics=True,
+            )
+            trial.set_user_attr(RUN_ATTR, active.info.run_id)
+            if inherited:
+                self._mark_retried(inherited, trial.number)
+            mlflow.log_params(flatten(params))
+            return active.info.run_id
+
+        with lifetime(
+            self.uri, self.experiment_id, start, state_tag="sweep_state", finishes=(optuna.TrialPruned,)
+        ) as run:
+            yield run
 
     def _mark_retried(self, run_id: str, retry: int) -> None:
         """The run of a trial whose worker died: FAILED, and tagged with the trial that retried it."""
@@ -149,15 +135,8 @@ def overrides(trial: FrozenTrial) -> dict[str, Any]:
 
 def best_params_yaml(trial: FrozenTrial) -> str:
     """The trial's values as a params.yaml fragment, nested as the file is."""
-    nested: dict[str, Any] = {}
-    for key, value in overrides(trial).items():
-        *groups, last = key.split(".")
-        node = nested
-        for group in groups:
-            node = node.setdefault(group, {})
-        node[last] = value
     header = f"# Trial {trial.number}: validation accuracy {trial.value:.4f}\n"
-    return header + yaml.safe_dump(nested, sort_keys=True)
+    return header + yaml.safe_dump(nested(overrides(trial)), sort_keys=True)
 
 
 def figures(study: optuna.Study) -> dict[str, bytes]:

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from mnist_pipeline.inference import probabilities
-from mnist_pipeline.model import load_checkpoint
+from mnist_pipeline.serving.inference import probabilities
+from mnist_pipeline.training.model import load_checkpoint
 
 
 class DigitClassifier(PythonModel):

@@ -1,0 +1,151 @@
+"""The model's answer for prepared images, from a checkpoint or an MLflow model: class probabilities,
+the names of the classes (the digits for MNIST), and which model it is. By default the champion of
+the tracking store, else the pipeline's own models/model.pt."""
+
+import argparse
+import os
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from mnist_pipeline.errors import CheckpointError, brief
+from mnist_pipeline.files import digest, project_root, read_json
+from mnist_pipeline.training.model import CNN, load_checkpoint
+
+# (N, 1, 28, 28) float32 pixels in [0, 1], prepared as MNIST's, to (N, 10) class probabilities.
+Predictor = Callable[[np.ndarray], np.ndarray]
+CHAMPION_URI = "models:/mnist-mlp@champion"  # the best registered version (tracking.register)
+CHECKPOINT = Path("models/model.pt")  # the pipeline's train stage writes it
+EVALUATION = Path("metrics/eval.json")
+
+
+class Model(NamedTuple):
+    predict: Predictor
+    classes: tuple[str, ...]
+    about: str  # which model: where from, version, kind, test accuracy
+    mlflow_uri: str | None  # where MLflow loads it from; None for a checkpoint
+
+
+@torch.no_grad()
+def probabilities(model: nn.Module, images: np.ndarray) -> np.ndarray:
+    """Softmax of the model's logits; the class is the index of the largest."""
+    return torch.softmax(model.eval()(torch.from_numpy(images)), dim=1).numpy()
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model (a checkpoint) or --model-uri (an MLflow model); neither: the champion, else models/model.pt."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--model",
+        help=f"checkpoint to use (default: {CHAMPION_URI} when the tracking store has one, else {CHECKPOINT})",
+    )
+    source.add_argument("--model-uri", help=f"an MLflow model instead, e.g. {CHAMPION_URI}")
+
+
+def from_options(args: argparse.Namespace) -> Model:
+    """The model that add_model_options' options name."""
+    if args.model_uri:
+        return from_mlflow(args.model_uri)
+    if args.model:
+        return from_checkpoint(args.model)
+    return from_mlflow(CHAMPION_URI) if has_champion() else from_checkpoint(CHECKPOINT)
+
+
+def default_store_exists() -> bool:
+    """Is there a tracking store to look in? MLFLOW_TRACKING_URI, or tracking.tracking_uri's default,
+    mlflow.db at the project root. Asked first so that, without a store, MLflow is never imported
+    (seconds)."""
+    return bool(os.environ.get("MLFLOW_TRACKING_URI")) or (project_root() / "mlflow.db").exists()
+
+
+def has_champion() -> bool:
+    """Does the tracking store hold a version with the champion alias?"""
+    if not default_store_exists():
+        return False
+    from mlflow.exceptions import MlflowException
+
+    try:
+        _registered_version(CHAMPION_URI)
+    except MlflowException:  # no such model or alias, or a store without the registry's tables
+        return False
+    return True
+
+
+def from_checkpoint(path: str | Path) -> Model:
+    model, cfg, classes = load_checkpoint(path)
+    accuracy = evaluated_accuracy(Path(path))
+    scored = f"test accuracy {accuracy:.2%} ({EVALUATION})" if accuracy is not None else "test accuracy not known"
+    return Model(partial(probabilities, model), classes, f"{path} ({cfg.kind}, {scored})", None)
+
+
+def evaluated_accuracy(path: Path) -> float | None:
+    """metrics/eval.json's test accuracy when dvc.lock says the evaluate stage scored this very file
+    (same md5) and wrote that very eval.json; None otherwise."""
+    try:
+        stage = yaml.safe_load(Path("dvc.lock").read_text())["stages"]["evaluate"]
+        scored = {d["path"]: d.get("md5") for d in stage["deps"]}[str(CHECKPOINT)]
+        written = {o["path"]: o.get("md5") for o in stage["outs"]}[str(EVALUATION)]
+        if digest(path, "md5") != scored or digest(EVALUATION, "md5") != written:
+            return None
+        return float(read_json(EVALUATION)["test_accuracy"])
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):  # no pipeline here, or not this model's
+        return None
+
+
+def _registered_version(uri: str):
+    """The registry's version behind models:/NAME@ALIAS or models:/NAME/VERSION; MlflowException if none."""
+    from mlflow.tracking import MlflowClient
+
+    from mnist_pipeline.tracking.env import tracking_uri
+
+    name, _, which = uri.removeprefix("models:/").partition("@")
+    client = MlflowClient(tracking_uri())
+    if which:
+        return client.get_model_version_by_alias(name, which)
+    name, _, version = name.partition("/")
+    return client.get_model_version(name, version)
+
+
+def _describe(uri: str, model: nn.Module) -> str:
+    from mlflow.exceptions import MlflowException
+
+    kind = "cnn" if isinstance(model, CNN) else "mlp"
+    try:
+        version = _registered_version(uri) if uri.startswith("models:/") else None
+    except MlflowException:  # loaded, so it exists; a store that lists no such version only says less
+        version = None
+    if version is None:
+        return f"{uri} ({kind}, test accuracy not known)"
+    accuracy = version.tags.get("test_accuracy")
+    scored = f"test accuracy {float(accuracy):.2%}" if accuracy else "test accuracy not known"
+    return f"{uri} (version {version.version}, {kind}, {scored})"
+
+
+def from_mlflow(uri: str) -> Model:
+    """The model logged in MLflow at `uri` (models:/mnist-mlp@champion, runs:/..., a folder)."""
+    # Imported here: MLflow takes seconds to import, and a checkpoint needs none of it. First the
+    # project's MLflow settings (no progress bar, no retries against a server that is down): MLflow
+    # reads some of them when it is imported.
+    from mnist_pipeline.tracking import env
+
+    env.configure()
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(env.tracking_uri())
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as exc:
+        raise CheckpointError(f"{uri}: cannot load this MLflow model ({brief(exc)})") from None
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return np.array(model.predict(images)["probabilities"].tolist(), dtype=np.float32)
+
+    served = model.unwrap_python_model()
+    return Model(predict, served.classes, _describe(uri, served.model), uri)

@@ -1,0 +1,1 @@
+"""Training: the networks, the training loop and its steps, augmentation, the device, DDP and resuming."""
