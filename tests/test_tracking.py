@@ -122,7 +122,7 @@ def test_a_dataset_a_parallel_run_added_first_is_logged_on_the_second_try(params
         return log_input(*args, **kwargs)
 
     monkeypatch.setattr(mlflow, "log_input", refused_once)
-    with training_run(params, MNIST, "0123456789abcdef", "cpu", 1) as run:
+    with training_run(params, MNIST, "0123456789abcdef", "cpu", 1, "fp32") as run:
         pass
     recorded = mlflow.MlflowClient().get_run(run.run_id)
     assert recorded.info.status == "FINISHED" and refused
@@ -139,7 +139,7 @@ def test_a_run_that_fails_while_starting_is_marked_failed_not_left_running(param
 
     monkeypatch.setattr(mlflow, "log_input", refused)
     with pytest.raises(TrackingError, match="the store said no"):
-        with training_run(params, MNIST, "0123456789abcdef", "cpu", 1):
+        with training_run(params, MNIST, "0123456789abcdef", "cpu", 1, "fp32"):
             pass
     [run] = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert run.info.status == "FAILED"

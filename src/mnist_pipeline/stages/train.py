@@ -67,6 +67,12 @@ def _train(
     data_digest = raw.digest(data)
 
     training = engine.Training.create(cfg, len(train_set), device, processes)
+    if leader and training.precision != cfg.train.precision:
+        print(
+            f"train: note: train.precision is {cfg.train.precision}, but this {device.type.upper()} has no native "
+            f"{cfg.train.precision}: training in {training.precision}",
+            flush=True,
+        )
     # Resume state lives beside the model; it is deleted once the run is complete.
     state = resume.ResumeState(
         model.with_name("train_state.pt"),
@@ -75,7 +81,7 @@ def _train(
     )
     records, interrupted_run = _restore(state, training, world)
     recording: contextlib.AbstractContextManager[Run | NullRun] = (
-        training_run(cfg, dataset, data_digest, device.type, processes, resume_run_id=interrupted_run)
+        training_run(cfg, dataset, data_digest, device.type, processes, training.precision, interrupted_run)
         if leader
         else contextlib.nullcontext(NullRun())
     )
