@@ -8,7 +8,7 @@ from torch import nn
 
 from mnist_pipeline.data.catalog import NUM_CLASSES
 from mnist_pipeline.data.splits import Split
-from mnist_pipeline.files import rounded
+from mnist_pipeline.files import json_text, rounded
 from mnist_pipeline.training.scoring import predict, scores
 
 
@@ -37,6 +37,16 @@ def build_report(model: nn.Module, test: Split, classes: Sequence[str]) -> tuple
         "per_class": {name: rounded(pr) for name, pr in per_class(matrix, classes).items()},
         "confusion_matrix": matrix.tolist(),  # rows: actual class, columns: predicted class
     }, predicted
+
+
+def evaluation_files(report: dict, predicted: torch.Tensor, labels: torch.Tensor, robust: dict) -> dict[str, bytes]:
+    """The evaluate stage's files by its option names: metrics (eval.json), predictions (CSV), robustness
+    (JSON); the train stage hands the same over to it (stages/handover.py)."""
+    return {
+        "metrics": json_text(report).encode(),
+        "predictions": predictions_csv(labels, predicted).encode(),
+        "robustness": json_text(robust).encode(),
+    }
 
 
 def predictions_csv(labels: torch.Tensor, predicted: torch.Tensor) -> str:

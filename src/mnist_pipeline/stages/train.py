@@ -19,9 +19,9 @@ from mnist_pipeline.data import splits as raw
 from mnist_pipeline.data.catalog import DATASETS, Dataset
 from mnist_pipeline.errors import PeerFailure, brief
 from mnist_pipeline.evaluation import plots, robustness
-from mnist_pipeline.evaluation.report import build_report
+from mnist_pipeline.evaluation.report import build_report, evaluation_files
 from mnist_pipeline.files import atomic_path, rounded, write_json
-from mnist_pipeline.stages import exit_now, run_stage
+from mnist_pipeline.stages import exit_now, handover, run_stage
 from mnist_pipeline.tracking.env import is_server, ui_link
 from mnist_pipeline.tracking.registry import CHAMPION
 from mnist_pipeline.tracking.run import NullRun, Run, training_run
@@ -121,7 +121,7 @@ def _train(
             with atomic_path(model) as model_tmp, atomic_path(history) as history_tmp:
                 save_checkpoint(training.model, cfg.model, dataset.classes, model_tmp)
                 write_json(history_tmp, records)
-                _record(
+                evaluated, figures = _record(
                     run,
                     model_tmp,
                     records,
@@ -130,6 +130,16 @@ def _train(
                     cfg.tracking.registered_model,
                     dataset,
                 )
+                # The same files for the evaluate and plot stages, so that they need not compute them again.
+                handover.leave(model, "evaluate", [model_tmp, data], evaluated)
+                inputs: list[handover.Input] = [
+                    model_tmp,
+                    data,
+                    history_tmp,
+                    evaluated["metrics"],
+                    evaluated["robustness"],
+                ]
+                handover.leave(model, "plot", inputs, figures)
     state.discard()
 
 
@@ -169,10 +179,11 @@ def _record(
     samples: raw.Split,
     registered_model: str,
     dataset: Dataset,
-) -> None:
-    """The evaluation and the plots as the evaluate and plot stages compute them, from the saved model."""
+) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """The evaluation and the plots as the evaluate and plot stages compute them, from the saved model,
+    recorded; returns their files: the evaluate stage's by option name, the PNGs by file name."""
     checkpoint = load_checkpoint(model)
-    report, _ = build_report(checkpoint.model, test, checkpoint.classes)
+    report, predicted = build_report(checkpoint.model, test, checkpoint.classes)
     robust = robustness.report(checkpoint.model, test)
     figures = plots.render(checkpoint.model, records, report, robust, samples, checkpoint.classes)
     version, promoted = run.complete(
@@ -191,6 +202,7 @@ def _record(
         f"registered {registered_model} version {version}, {champion}",
         flush=True,
     )
+    return evaluation_files(report, predicted, test.labels, robust), figures
 
 
 def _progress_bar(batches: Iterable[torch.Tensor], epoch: int) -> Iterable[torch.Tensor]:
