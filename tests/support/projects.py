@@ -55,7 +55,7 @@ def recorded_run_id(output: str) -> str:
 
 def assert_complete_run(client, run_id: str, epochs: int, model_name: str = "mnist-mlp"):
     """The run holds the whole record of one training: FINISHED, params, every per-epoch point, the
-    evaluation (per-class figures and eval.json; robustness.json), the plots,
+    evaluation (metrics/'s JSON files: eval.json, per_class.json, robustness.json), the plots,
     the model, and a registered version."""
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
