@@ -19,7 +19,7 @@ from mnist_pipeline.data import splits as raw
 from mnist_pipeline.data.catalog import DATASETS, Dataset
 from mnist_pipeline.errors import PeerFailure, brief
 from mnist_pipeline.evaluation import plots, robustness
-from mnist_pipeline.evaluation.report import build_report, evaluation_files
+from mnist_pipeline.evaluation.report import build_report, confusion_matrix
 from mnist_pipeline.files import atomic_path, rounded, write_json
 from mnist_pipeline.stages import exit_now, handover, run_stage
 from mnist_pipeline.tracking.env import is_server, ui_link
@@ -132,14 +132,8 @@ def _train(
                 )
                 # The same files for the evaluate and plot stages, so that they need not compute them again.
                 handover.leave(model, "evaluate", [model_tmp, data], evaluated)
-                inputs: list[handover.Input] = [
-                    model_tmp,
-                    data,
-                    history_tmp,
-                    evaluated["metrics"],
-                    evaluated["robustness"],
-                ]
-                handover.leave(model, "plot", inputs, figures)
+                drawn_from = [evaluated[name] for name in ("metrics", "robustness", "predictions")]
+                handover.leave(model, "plot", [model_tmp, data, history_tmp, *drawn_from], figures)
     state.discard()
 
 
@@ -183,14 +177,22 @@ def _record(
     """The evaluation and the plots as the evaluate and plot stages compute them, from the saved model,
     recorded; returns their files: the evaluate stage's by option name, the PNGs by file name."""
     checkpoint = load_checkpoint(model)
-    report, predicted = build_report(checkpoint.model, test, checkpoint.classes)
-    robust = robustness.report(checkpoint.model, test)
-    figures = plots.render(checkpoint.model, records, report, robust, samples, checkpoint.classes)
+    report = build_report(checkpoint.model, test, checkpoint.classes, robustness.report(checkpoint.model, test))
+    test_accuracy = report.headline["test_accuracy"]
+    figures = plots.render(
+        checkpoint.model,
+        records,
+        samples,
+        checkpoint.classes,
+        matrix=confusion_matrix(report.labels, report.predicted).tolist(),
+        robust=report.robust,
+        clean_accuracy=test_accuracy,
+    )
     version, promoted = run.complete(
         checkpoint=model,
         example=test.images[:EXAMPLES].numpy(),
-        report=report,
-        robustness=robust,
+        evaluation=report.json_files(),
+        test_accuracy=test_accuracy,
         figures=figures,
         dataset=dataset,
         registered_model=registered_model,
@@ -198,11 +200,11 @@ def _record(
     alias = f"@{CHAMPION}"
     champion = f"now {alias}" if promoted else f"{alias} unchanged"
     print(
-        f"train: recorded run {run.run_id}: test accuracy {report['test_accuracy']:.2%}; "
+        f"train: recorded run {run.run_id}: test accuracy {test_accuracy:.2%}; "
         f"registered {registered_model} version {version}, {champion}",
         flush=True,
     )
-    return evaluation_files(report, predicted, test.labels, robust), figures
+    return report.stage_files(), figures
 
 
 def _progress_bar(batches: Iterable[torch.Tensor], epoch: int) -> Iterable[torch.Tensor]:
