@@ -49,7 +49,7 @@ def test_repro_writes_every_output(project):
 
 def run_stage(root, name: str, **options) -> str:
     """A stage run by hand, as dvc.yaml runs it; its output."""
-    args = [f"--{option}={value}" for option, value in options.items()]
+    args = [f"--{option.replace('_', '-')}={value}" for option, value in options.items()]
     return sh("python", "-m", f"mnist_pipeline.stages.{name}", *args, cwd=root, env=clean_env(PYTHONPATH="src")).stdout
 
 
