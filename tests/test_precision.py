@@ -12,7 +12,7 @@ from mnist_pipeline.config import load_params
 from mnist_pipeline.data.splits import load_split
 from mnist_pipeline.files import rounded
 from mnist_pipeline.stages import train as train_stage
-from mnist_pipeline.training import device, engine
+from mnist_pipeline.training import device, engine, scoring
 
 from support.synthetic import write_synthetic_mnist
 from support.tiny import TRAIN_ARGS, augmented, train_in_process, write_tiny_params
@@ -42,6 +42,9 @@ def test_reruns_give_the_same_bytes_in_every_precision(params, tmp_path, precisi
     for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
         assert x.dtype == torch.float32 and torch.equal(x, y), name
     assert first[-1]["train_loss"] < first[0]["train_loss"]
+    # Each epoch is scored in the precision it trained in (the saved model's report is fp32's).
+    test = load_split(data, train=False)
+    assert first[-1]["test_loss"] == scoring.evaluate(a.model, test, "test", a.precision)["test_loss"]
 
 
 @pytest.mark.skipif(not NATIVE, reason="this CPU has no native bf16")

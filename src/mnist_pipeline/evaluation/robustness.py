@@ -86,11 +86,12 @@ def on_canvas(factor: float) -> Distortion:
     """Each digit scaled by `factor`, drawn on a page, and brought back to 28x28 by predict's own
     preprocessing (preprocess.prepare): the ink cut out of the page, scaled to 20 px and centred by mass.
 
-    prepare's steps run here on the whole batch at once, as tensors, to the same bits: its threshold and
-    stretch in float32, Pillow's bilinear filter with its weights and its order of sums; then each digit
-    is centred by preprocess.centre itself. Page by page through prepare, the two canvases took 1.9 s of
-    the report. Where a digit lies on its page makes no difference: prepare cuts it out
-    (tests/test_robustness.py checks both against prepare).
+    prepare's steps run here on the whole batch at once, as tensors: its threshold and stretch in
+    float32, Pillow's bilinear filter with its weights and its order of sums (bit for bit where Pillow
+    resizes across first, as it does for most digits; a float32 step apart where it goes down first);
+    then each digit is centred by preprocess.centre itself. Page by page through prepare, the two
+    canvases took 1.9 s of the report. Where a digit lies on its page makes no difference: prepare cuts
+    it out (tests/test_robustness.py checks both against prepare).
     """
 
     def distort(images: torch.Tensor) -> torch.Tensor:

@@ -190,4 +190,5 @@ def fit(
             record = train_one_epoch(step, train, progress(batches, epoch), world, distort)
         except DivergenceError as exc:
             raise DivergenceError(f"epoch {epoch}: {exc}; lower train.lr (now {cfg.lr})") from None
-        yield {"epoch": epoch, **record, **scoring.evaluate(training.model, scored, split)}
+        # Scored in the precision the run trains in; the saved model's report (evaluate) is fp32's.
+        yield {"epoch": epoch, **record, **scoring.evaluate(training.model, scored, split, training.precision)}
