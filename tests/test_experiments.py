@@ -7,7 +7,7 @@ import pytest
 
 from mnist_pipeline.evaluation.robustness import DISTORTIONS
 
-from support.projects import EPOCHS, assert_complete_run, make_project, project_runs, store
+from support.projects import EPOCHS, assert_complete_run, committed_run, exp_params, project_runs, store
 from support.tools import run_queue, sh
 
 pytestmark = pytest.mark.slow
@@ -16,11 +16,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
     """A project whose default run (lr 0.1, batch 32) is committed, as this repo's is."""
-    root = make_project(tmp_path_factory.mktemp("experiments"))
-    sh("dvc", "repro", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "baseline run", cwd=root)
-    return root
+    return committed_run(tmp_path_factory.mktemp("experiments"))
 
 
 @pytest.fixture(scope="module")
@@ -57,20 +53,9 @@ def experiments(baseline):
     return ran, back
 
 
-def exp_rows(root) -> dict:
-    """dvc exp show --json, as {experiment name: {param: value}}."""
-    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=root).stdout)
-    rows = {}
-    for baseline in shown:
-        for exp in baseline.get("experiments") or []:
-            for revision in exp["revs"]:
-                rows[revision["name"]] = revision["data"]["params"]["params.yaml"]["data"]
-    return rows
-
-
 def test_dvc_lists_every_experiment_with_its_params(baseline, experiments):
     ran, _ = experiments
-    rows = exp_rows(baseline)
+    rows = exp_params(baseline)
     for name, (lr, batch_size, epochs) in ran.items():
         assert (rows[name]["train"]["lr"], rows[name]["train"]["batch_size"], rows[name]["train"]["epochs"]) == (
             lr,

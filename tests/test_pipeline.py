@@ -6,6 +6,7 @@ import json
 import pytest
 import yaml
 
+from mnist_pipeline.config import dotted
 from mnist_pipeline.evaluation.robustness import DISTORTIONS
 
 from support.projects import EPOCHS, N_TEST, assert_complete_run, project_runs, recorded_run_id, store
@@ -80,14 +81,6 @@ def test_the_run_holds_the_whole_record(project):
         assert open(logged, "rb").read() == (root / "plots" / f"{name}.png").read_bytes()
     (dataset_input,) = run.inputs.dataset_inputs
     assert dataset_input.dataset.name == "mnist" and len(dataset_input.dataset.digest) == 16
-
-
-def dotted(values: dict, prefix: str = "") -> dict:
-    """params.yaml's values by their dotted names, groups within groups too (train.augment.rotation)."""
-    flat: dict = {}
-    for key, value in values.items():
-        flat |= dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}
-    return flat
 
 
 def test_second_repro_does_nothing(project):
