@@ -1,7 +1,8 @@
-"""conf/ and its recipes, in-process: params.yaml is conf/config.yaml as Hydra composes it, to the byte;
+"""conf/ and its recipes: params.yaml is conf/config.yaml as Hydra composes it, to the byte;
 each recipe holds only what differs from the defaults and composes the same in Hydra as here; bad
 recipes are refused naming their file; promote's recipe file; and the checks that keep a hand edit
-of params.yaml or conf/ from being lost (the same against the real DVC CLI: test_recipes_dvc.py)."""
+of params.yaml or conf/ from being lost, against a real git repo (and through the real DVC CLI:
+test_recipes_dvc.py)."""
 
 import re
 import shutil
@@ -147,6 +148,7 @@ def repo(project) -> Path:
     return project
 
 
+@pytest.mark.slow  # git in a subprocess: the fast tier stays in-process
 def test_dvc_exp_run_may_write_params_yaml_over_what_conf_or_an_experiment_holds(repo):
     recipes.check_unsaved(repo)  # the committed composition
     edit(repo / "conf/config.yaml", "lr: 0.001 ", "lr: 0.01  ")
@@ -156,6 +158,7 @@ def test_dvc_exp_run_may_write_params_yaml_over_what_conf_or_an_experiment_holds
     recipes.check_unsaved(repo)  # the workspace holds experiment cnn, after `dvc exp run` or `dvc exp apply`
 
 
+@pytest.mark.slow  # git in a subprocess: the fast tier stays in-process
 @pytest.mark.parametrize(
     ("start", "old", "new", "error"),
     [
@@ -178,6 +181,7 @@ def test_dvc_exp_run_is_refused_over_a_hand_edit_of_params_yaml_naming_the_neare
     assert "`git checkout params.yaml`" in str(refused.value)
 
 
+@pytest.mark.slow  # git in a subprocess: the fast tier stays in-process
 def test_a_committed_params_yaml_that_conf_does_not_hold_is_refused_too(repo):
     # Committed by hand (or an experiment applied and committed): composing from conf/ would drop it.
     edit(repo / "params.yaml", "kind: mlp", "kind: cnn")
