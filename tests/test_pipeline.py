@@ -38,7 +38,7 @@ def test_repro_writes_every_output(project):
     for name in ("loss", "accuracy", "samples", "confusion", "robustness"):
         assert (root / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"download", "train", "evaluate", "plot"}
+    assert set(lock["stages"]) == {"conf", "download", "train", "evaluate", "plot"}
 
 
 def test_dvc_reads_metrics_and_plots_without_arguments(project):
