@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from support.synthetic import write_synthetic_mnist
 from support.tiny import tiny_params
-from support.tools import REPO, sh
+from support.tools import REPO, clean_env, sh
 
 N_TRAIN, N_TEST, EPOCHS = 512, 256, 2
 TINY: dict[str, Any] = {"epochs": EPOCHS, "batch_size": 32, "lr": 0.1}
@@ -60,11 +60,16 @@ def committed_run(root: Path) -> Path:
 
 def exp_params(root: Path) -> dict[str, dict]:
     """`dvc exp show --json` as {experiment name: its params.yaml}."""
+    return exp_values(root, "params", "params.yaml")
+
+
+def exp_values(root: Path, kind: str, path: str) -> dict[str, dict]:
+    """`dvc exp show --json` as {experiment name: the values of `path`}; kind: params or metrics."""
     rows = {}
     for baseline in json.loads(sh("dvc", "exp", "show", "--json", cwd=root).stdout):
         for exp in baseline.get("experiments") or []:
             for revision in exp["revs"]:
-                rows[revision["name"]] = revision["data"]["params"]["params.yaml"]["data"]
+                rows[revision["name"]] = revision["data"][kind][path]["data"]
     return rows
 
 
@@ -91,7 +96,7 @@ def recorded_run_id(output: str) -> str:
 
 def assert_complete_run(client, run_id: str, epochs: int, model_name: str = "mnist-mlp"):
     """The run holds the whole record of one training: FINISHED, params, every per-epoch point, the
-    evaluation (per-class figures and eval.json; robustness.json), the plots,
+    evaluation (metrics/'s JSON files: eval.json, per_class.json, robustness.json), the plots,
     the model, and a registered version."""
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
@@ -117,6 +122,22 @@ def project_runs(root: Path, **search) -> list:
     experiment = client.get_experiment_by_name("mnist-mlp")
     assert experiment is not None, root
     return client.search_runs([experiment.experiment_id], **search)
+
+
+@pytest.fixture(scope="session")
+def two_commits(tmp_path_factory) -> Path:
+    """A project set up for DVC's plots as this repo is (its .dvc/config, and the page `make` writes
+    where it builds the venv), with two runs committed: lr 0.1, then lr 0.05 (HEAD)."""
+    root = make_project(tmp_path_factory.mktemp("two-commits"))
+    shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
+    page = ["python", "-m", "mnist_pipeline.evaluation.vega_page", ".venv/dvc-plots.html"]
+    sh(*page, cwd=root, env=clean_env(PYTHONPATH="src"))
+    for lr in (TINY["lr"], 0.05):
+        write_defaults(root, tiny_params(**(TINY | {"lr": lr})))
+        sh("dvc", "repro", cwd=root)
+        sh("git", "add", "-A", cwd=root)
+        sh("git", "commit", "-qm", f"lr {lr}", cwd=root)
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from mnist_pipeline.data import splits as raw
 from mnist_pipeline.data.catalog import DATASETS, Dataset
 from mnist_pipeline.errors import PeerFailure, brief
 from mnist_pipeline.evaluation import plots, robustness
-from mnist_pipeline.evaluation.report import build_report
+from mnist_pipeline.evaluation.report import build_report, confusion_matrix
 from mnist_pipeline.files import atomic_path, rounded, write_json
 from mnist_pipeline.stages import exit_now, run_stage
 from mnist_pipeline.tracking.env import is_server, ui_link
@@ -166,14 +166,22 @@ def _record(
 ) -> None:
     """The evaluation and the plots as the evaluate and plot stages compute them, from the saved model."""
     checkpoint = load_checkpoint(model)
-    report, _ = build_report(checkpoint.model, test, checkpoint.classes)
-    robust = robustness.report(checkpoint.model, test)
-    figures = plots.render(checkpoint.model, records, report, robust, samples, checkpoint.classes)
+    report = build_report(checkpoint.model, test, checkpoint.classes, robustness.report(checkpoint.model, test))
+    test_accuracy = report.headline["test_accuracy"]
+    figures = plots.render(
+        checkpoint.model,
+        records,
+        samples,
+        checkpoint.classes,
+        matrix=confusion_matrix(report.labels, report.predicted).tolist(),
+        robust=report.robust,
+        clean_accuracy=test_accuracy,
+    )
     version, promoted = run.complete(
         checkpoint=model,
         example=test.images[:EXAMPLES].numpy(),
-        report=report,
-        robustness=robust,
+        evaluation=report.json_files(),
+        test_accuracy=test_accuracy,
         figures=figures,
         dataset=dataset,
         registered_model=registered_model,
@@ -181,7 +189,7 @@ def _record(
     alias = f"@{CHAMPION}"
     champion = f"now {alias}" if promoted else f"{alias} unchanged"
     print(
-        f"train: recorded run {run.run_id}: test accuracy {report['test_accuracy']:.2%}; "
+        f"train: recorded run {run.run_id}: test accuracy {test_accuracy:.2%}; "
         f"registered {registered_model} version {version}, {champion}",
         flush=True,
     )
