@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -147,6 +147,17 @@ def _describe(uri: str, model: nn.Module, runtime: str) -> str:
     return f"{uri} (version {version.version}, {kind}, {scored})"
 
 
+def on_runtime(model: Any, runtime: str, uri: str) -> Any:
+    """The MLflow model's served_model.DigitClassifier (`model`: loaded by mlflow.pyfunc), answering on
+    `runtime`."""
+    served = model.unwrap_python_model()
+    if runtime != "torch":
+        if not hasattr(served, "use"):  # its served_model.py predates ONNX exports
+            raise CheckpointError(f"{uri}: logged without an ONNX export (before they existed); use --runtime torch")
+        served.use(runtime)
+    return served
+
+
 def from_mlflow(uri: str, runtime: str = "torch") -> Model:
     """The model logged in MLflow at `uri` (models:/mnist-mlp@champion, runs:/..., a folder), on
     `runtime`: a model logged before ONNX exports has only torch."""
@@ -162,13 +173,10 @@ def from_mlflow(uri: str, runtime: str = "torch") -> Model:
 
     mlflow.set_tracking_uri(env.tracking_uri())
     try:
-        # A model_config only where needed: MLflow warns about one that a model logged before it ignores.
-        model = mlflow.pyfunc.load_model(uri, model_config={"runtime": runtime} if runtime != "torch" else None)
+        model = mlflow.pyfunc.load_model(uri)
     except (MlflowException, OSError) as exc:
         raise CheckpointError(f"{uri}: cannot load this MLflow model ({brief(exc)})") from None
-    served = model.unwrap_python_model()
-    if getattr(served, "runtime", "torch") != runtime:
-        raise CheckpointError(f"{uri}: logged without an ONNX export (before they existed); use --runtime torch")
+    served = on_runtime(model, runtime, uri)
 
     def predict(images: np.ndarray) -> np.ndarray:
         # Records (a list of dicts), or a DataFrame from a model logged before 2026-12-03: both the same table.

@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
-MODEL, CONFIG, LIMIT = "MNIST_SERVE_MODEL", "MNIST_SERVE_MODEL_CONFIG", "MNIST_SERVE_MAX_BYTES"
+from mnist_pipeline.serving import inference
+
+MODEL, RUNTIME, LIMIT = "MNIST_SERVE_MODEL", "MNIST_SERVE_RUNTIME", "MNIST_SERVE_MAX_BYTES"
 MAX_BYTES = 4 * 2**20  # 4 MiB: a phone photo's JPEG, or a batch of a few hundred prepared digits
 # A body over the limit is read to its end, up to this, before the 400 goes out: a client still
 # sending would otherwise find the connection closed, and never see the answer.
@@ -68,8 +70,8 @@ class BodyLimit:
 
 
 def create_app() -> Any:
-    """uvicorn's factory: MLflow's scoring app for the model at $MNIST_SERVE_MODEL, loaded with
-    $MNIST_SERVE_MODEL_CONFIG (JSON), behind BodyLimit($MNIST_SERVE_MAX_BYTES)."""
+    """uvicorn's factory: MLflow's scoring app for the model at $MNIST_SERVE_MODEL on the runtime
+    $MNIST_SERVE_RUNTIME (torch or onnx), behind BodyLimit($MNIST_SERVE_MAX_BYTES)."""
     from mnist_pipeline.tracking import env
 
     env.configure()  # before mlflow's import, which reads some of its settings
@@ -77,6 +79,7 @@ def create_app() -> Any:
 
     # MLflow quotes the input it refused in its message: abridged, a refusal stays one readable line.
     np.set_printoptions(threshold=20, edgeitems=2)
-    model = load_model(os.environ[MODEL], model_config=json.loads(os.environ.get(CONFIG) or "null"))
+    model = load_model(os.environ[MODEL])
+    inference.on_runtime(model, os.environ.get(RUNTIME) or "torch", os.environ[MODEL])
     app = scoring_server.init(model)
     return BodyLimit(app, int(os.environ.get(LIMIT) or MAX_BYTES))

@@ -1,7 +1,6 @@
 """`make serve`: MLflow's scoring server for the tracking store's champion, else for models/model.pt."""
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -49,11 +48,7 @@ def _local_model(uri: str | None, args: argparse.Namespace, folder: Path) -> str
 def _serve(model: str, runtime: str, host: str, port: int, workers: int) -> int:
     """MLflow's scoring app (serving/scoring.py) in uvicorn, as `mlflow models serve` runs it, with
     `workers` processes. No access log: a line per request costs more than the model does."""
-    env = {
-        **os.environ,
-        scoring.MODEL: model,
-        scoring.CONFIG: json.dumps({"runtime": runtime}) if runtime != "torch" else "",
-    }
+    env = {**os.environ, scoring.MODEL: model, scoring.RUNTIME: runtime}
     app = f"{scoring.__name__}:{scoring.create_app.__name__}"
     command = [sys.executable, "-m", "uvicorn", "--factory", app, "--host", host, "--port", str(port)]
     try:

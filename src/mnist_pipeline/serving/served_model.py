@@ -3,8 +3,8 @@
 A pyfunc "model from code": tracking.log_model logs this file, and MLflow runs it when it loads
 the model (the scoring server of `make serve`, mlflow.pyfunc.load_model). MLflow's PyTorch
 flavour could answer with only one tensor, the logits. It takes MNIST-prepared pixels or encoded
-images (serving/inputs.py), and runs on PyTorch or, with model_config {"runtime": "onnx"}, on
-onnxruntime with the ONNX export logged beside the checkpoint.
+images (serving/inputs.py), and runs on PyTorch or, after `use("onnx")`, on onnxruntime with the
+ONNX export logged beside the checkpoint.
 """
 
 from functools import partial
@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from mnist_pipeline.errors import ImageError
+from mnist_pipeline.errors import CheckpointError, ImageError
 from mnist_pipeline.serving import inputs, onnx_model
 from mnist_pipeline.serving.inference import RUNTIMES, probabilities
 from mnist_pipeline.training.model import load_checkpoint
@@ -24,19 +24,25 @@ from mnist_pipeline.training.model import load_checkpoint
 
 class DigitClassifier(PythonModel):
     def load_context(self, context: PythonModelContext) -> None:
-        self.runtime = (context.model_config or {}).get("runtime", "torch")
-        if self.runtime not in RUNTIMES:
-            raise MlflowException(f"runtime {self.runtime!r}: expected one of {', '.join(RUNTIMES)}")
         # load_checkpoint reads tensors only (weights_only), so no code from the file runs.
-        checkpoint = Path(context.artifacts["checkpoint"])
-        self.model, config, self.classes = load_checkpoint(checkpoint)
+        self.checkpoint = Path(context.artifacts["checkpoint"])
+        self.model, config, self.classes = load_checkpoint(self.checkpoint)
         self.kind = config.kind
-        if self.runtime == "onnx":
-            if "onnx" not in context.artifacts:
-                raise MlflowException("this model was logged without an ONNX export: serve it with --runtime torch")
-            self.probabilities = onnx_model.load(Path(context.artifacts["onnx"]), checkpoint).probabilities
+        self.exported = context.artifacts.get("onnx")  # the ONNX export, in models logged since 2026-12-03
+        self.use("torch")
+
+    def use(self, runtime: str) -> None:
+        """Answer on `runtime`: torch, or onnx (the ONNX export on onnxruntime). Chosen after loading,
+        not through MLflow's model_config, which MLflow would log as the run's params."""
+        if runtime not in RUNTIMES:
+            raise CheckpointError(f"runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+        if runtime == "onnx":
+            if self.exported is None:
+                raise CheckpointError("this model was logged without an ONNX export: use --runtime torch")
+            self.probabilities = onnx_model.load(Path(self.exported), self.checkpoint).probabilities
         else:
             self.probabilities = partial(probabilities, self.model)
+        self.runtime = runtime
 
     # The hint says ndarray though a DataFrame comes too: MLflow validates nothing for a bare ndarray
     # hint, and warns at every load about a union.

@@ -6,6 +6,9 @@ server acted, its answer never came) logs no second model and registers no secon
 
 import contextlib
 import io
+import shutil
+import tempfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -39,22 +42,35 @@ def log_model(checkpoint: Path, exported: Path, example: np.ndarray) -> str:
     logged = _logged_model()
     if logged is not None:
         return logged
-    return mlflow.pyfunc.log_model(name="model", **_served_model(checkpoint, exported, example)).model_uri
+    with _named(checkpoint, exported) as artifacts:
+        return mlflow.pyfunc.log_model(name="model", **_served_model(artifacts, example)).model_uri
 
 
 def save_model(checkpoint: Path, exported: Path | None, folder: Path) -> None:
     """The checkpoint (and its ONNX export, if given) as the same MLflow model, in `folder` rather than
     a run: what `make serve` serves where the store has no champion."""
-    mlflow.pyfunc.save_model(str(folder), **_served_model(checkpoint, exported, None))
+    with _named(checkpoint, exported) as artifacts:
+        mlflow.pyfunc.save_model(str(folder), **_served_model(artifacts, None))
 
 
-def _served_model(checkpoint: Path, exported: Path | None, example: np.ndarray | None) -> dict[str, Any]:
+@contextlib.contextmanager
+def _named(checkpoint: Path, exported: Path | None) -> Iterator[dict[str, str]]:
+    """The files as the model's artifacts, named model.pt and model.onnx in it whatever their names
+    here (the train stage's are still temporary ones)."""
+    with tempfile.TemporaryDirectory() as folder:
+        named = {"checkpoint": Path(folder) / "model.pt", "onnx": Path(folder) / "model.onnx"}
+        sources = {"checkpoint": checkpoint, "onnx": exported}
+        for key, source in sources.items():
+            if source is not None:
+                shutil.copyfile(source, named[key])
+        yield {key: str(named[key]) for key, source in sources.items() if source is not None}
+
+
+def _served_model(artifacts: dict[str, str], example: np.ndarray | None) -> dict[str, Any]:
     package = Path(__file__).parents[1]
-    artifacts = {"checkpoint": str(checkpoint)} | ({"onnx": str(exported)} if exported else {})
     return dict(
         python_model=str(package / "serving" / "served_model.py"),  # a model from code: no pickle
         artifacts=artifacts,
-        model_config={"runtime": "torch"},  # loading with {"runtime": "onnx"} runs the ONNX export
         code_paths=[str(package)],  # the model's code travels with it
         signature=SIGNATURE,
         input_example=example,  # MLflow runs the saved model on it as a check
