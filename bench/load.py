@@ -140,13 +140,14 @@ def start(options: list[str], runtime: str, log: Path) -> tuple[subprocess.Popen
 
 
 def stop(server: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    """SIGTERM to the server's process group (serve.py, uvicorn, its workers), SIGKILL after 15 s."""
+    with contextlib.suppress(ProcessLookupError):  # gone already: it failed to start
         os.killpg(server.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
+    try:
         server.wait(timeout=15)
-    with contextlib.suppress(ProcessLookupError):
+    except subprocess.TimeoutExpired:
         os.killpg(server.pid, signal.SIGKILL)
-    server.wait()
+        server.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
