@@ -3,24 +3,27 @@ line of the file kept."""
 
 import shutil
 
+import torch
 import yaml
 
 from mnist_pipeline.data.catalog import MNIST
 from mnist_pipeline.evaluation import card
+from mnist_pipeline.evaluation.report import Report
 from mnist_pipeline.evaluation.robustness import DISTORTIONS
 
 from support.tools import REPO
 
-REPORT = {
-    "test_accuracy": 0.9171,
-    "test_loss": 0.2893,
-    "per_class": {c: {"precision": 0.9 + int(c) / 100, "recall": 0.95} for c in "0123456789"},
-}
-ROBUSTNESS = {name: 0.9 for name in DISTORTIONS} | {"shift_4": 0.1784, "rotate_30": 0.6024, "thinner": 0.7624}
+REPORT = Report(
+    headline={"test_accuracy": 0.9171, "test_loss": 0.2893},
+    per_class=[{"class": c, "precision": 0.9 + int(c) / 100, "recall": 0.95} for c in "0123456789"],
+    robust={name: 0.9 for name in DISTORTIONS} | {"shift_4": 0.1784, "rotate_30": 0.6024, "thinner": 0.7624},
+    labels=torch.zeros(0),
+    predicted=torch.zeros(0),
+)
 
 
 def make(params, chosen_by: str | None = None) -> str:
-    return card.text("mnist-mlp", params, MNIST, MNIST.files, (60000, 10000), REPORT, ROBUSTNESS, chosen_by)
+    return card.text("mnist-mlp", params, MNIST, MNIST.files, (60000, 10000), REPORT, chosen_by)
 
 
 def test_the_card_says_what_the_model_is_and_how_it_scored(params):

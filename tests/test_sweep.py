@@ -19,39 +19,13 @@ from mnist_pipeline.sweep.__main__ import main
 from mnist_pipeline.sweep.storage import JOURNAL, open_storage
 
 from support.projects import make_project, store
-from support.synthetic import write_synthetic_mnist
+from support.studies import sweep_folder, write_sweep
 from support.tools import REPO, clean_env, sh
-
-TINY_STUDY = {
-    "trials": 6,
-    "epochs": 3,
-    "validation": 200,
-    "pruner": "median",
-    "seed": 0,
-    "params": {"model.kind": "mlp", "model.hidden": [32]},
-    "space": {
-        "train.lr": {"float": [0.01, 0.3], "log": True},
-        "train.optimizer": {"choices": ["sgd", "adamw"]},
-        "model.dropout": {"float": [0.0, 0.3]},
-        "train.batch_size": {"int": [16, 64]},
-    },
-}
-
-
-def write_sweep(root: Path, **study) -> None:
-    (root / "sweep.yaml").write_text(yaml.safe_dump({"studies": {"tiny": {**TINY_STUDY, **study}}}))
 
 
 @pytest.fixture
 def folder(tmp_path) -> Path:
-    """A project root for the search: params.yaml, sweep.yaml and the training files only (no t10k
-    files: a trial that read the test set would fail)."""
-    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    write_synthetic_mnist(tmp_path / "data" / "mnist", n_train=1200, n_test=8)
-    for test_file in (tmp_path / "data" / "mnist").glob("t10k-*"):
-        test_file.unlink()
-    write_sweep(tmp_path)
-    return tmp_path
+    return sweep_folder(tmp_path)
 
 
 def start_sweep(root: Path, *args: str) -> subprocess.Popen:

@@ -21,7 +21,7 @@ from mnist_pipeline.data import splits as raw
 from mnist_pipeline.data.catalog import DATASETS, Dataset
 from mnist_pipeline.errors import PeerFailure, brief
 from mnist_pipeline.evaluation import card, plots, robustness
-from mnist_pipeline.evaluation.report import build_report
+from mnist_pipeline.evaluation.report import build_report, confusion_matrix
 from mnist_pipeline.files import atomic_path, rounded, write_json
 from mnist_pipeline.serving import onnx_model
 from mnist_pipeline.stages import exit_now, run_stage
@@ -188,17 +188,25 @@ def _record(
     and the model card (returned); all recorded in the run, the model registered."""
     dataset, checksums, sizes = data
     checkpoint = load_checkpoint(model)
-    report, _ = build_report(checkpoint.model, test, checkpoint.classes)
-    robust = robustness.report(checkpoint.model, test)
-    figures = plots.render(checkpoint.model, records, report, robust, samples, checkpoint.classes)
+    report = build_report(checkpoint.model, test, checkpoint.classes, robustness.report(checkpoint.model, test))
+    test_accuracy = report.headline["test_accuracy"]
+    figures = plots.render(
+        checkpoint.model,
+        records,
+        samples,
+        checkpoint.classes,
+        matrix=confusion_matrix(report.labels, report.predicted).tolist(),
+        robust=report.robust,
+        clean_accuracy=test_accuracy,
+    )
     name = cfg.tracking.registered_model
-    text = card.text(name, cfg, dataset, checksums, sizes, report, robust, run.chosen_by(cfg))
+    text = card.text(name, cfg, dataset, checksums, sizes, report, run.chosen_by(cfg))
     version, promoted = run.complete(
         checkpoint=model,
         exported=exported,
         example=test.images[:EXAMPLES].numpy(),
-        report=report,
-        robustness=robust,
+        evaluation=report.json_files(),
+        test_accuracy=test_accuracy,
         figures=figures,
         card=text,
         dataset=dataset,
@@ -207,7 +215,7 @@ def _record(
     alias = f"@{CHAMPION}"
     champion = f"now {alias}" if promoted else f"{alias} unchanged"
     print(
-        f"train: recorded run {run.run_id}: test accuracy {report['test_accuracy']:.2%}; "
+        f"train: recorded run {run.run_id}: test accuracy {test_accuracy:.2%}; "
         f"registered {name} version {version}, {champion}",
         flush=True,
     )

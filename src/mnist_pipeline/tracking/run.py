@@ -28,8 +28,7 @@ from mlflow.tracking import MlflowClient
 from mnist_pipeline.config import Params, flatten
 from mnist_pipeline.data.catalog import Dataset
 from mnist_pipeline.errors import TrackingError, brief
-from mnist_pipeline.evaluation.report import per_class_table
-from mnist_pipeline.files import digest, json_text
+from mnist_pipeline.files import digest
 from mnist_pipeline.tracking import patience, registry, store
 from mnist_pipeline.tracking.env import git_commit, tracking_uri
 from mnist_pipeline.training.device import THREADS
@@ -85,24 +84,23 @@ class Run:
         checkpoint: Path,
         exported: Path,
         example: np.ndarray,
-        report: dict,
-        robustness: dict[str, float],
+        evaluation: dict[str, str],
+        test_accuracy: float,
         figures: dict[str, bytes],
         card: str,
         dataset: Dataset,
         registered_model: str,
     ) -> tuple[str, bool]:
-        """Log the rest of the record: the evaluation (metrics/eval.json's bytes, and its per-class
-        figures as a table), the accuracy under distortions (metrics/robustness.json's bytes), the plots,
-        the model card and the model (`checkpoint` and its ONNX export); register the model, the card
-        its version's description. Returns (version, became champion). Neither the per-class nor
-        the robustness figures are metrics: the UI charts every metric, and their bar charts would come
-        before the per-epoch curves (13 robustness charts did, in a section of their own)."""
+        """Log the rest of the record: the evaluation (the JSON files of metrics/ by name, byte for byte:
+        the headline, the per-class figures, the accuracy under distortions), the plots, the model card
+        and the model (`checkpoint` and its ONNX export); register the model, the card its version's
+        description. Returns (version, became champion). Only the per-epoch scores are metrics: the UI
+        charts every metric, and 13 robustness bar charts came before the per-epoch curves, in a
+        section of their own."""
         self.flush()
         patiently = functools.partial(patience.patiently, self.uri)
-        patiently(lambda: mlflow.log_text(json_text(report), "metrics/eval.json"))
-        patiently(lambda: mlflow.log_text(json_text(robustness), "metrics/robustness.json"))
-        patiently(lambda: mlflow.log_table(per_class_table(report), "metrics/per_class.json"))
+        for name, text in evaluation.items():
+            patiently(functools.partial(mlflow.log_text, text, f"metrics/{name}"))
         with tempfile.TemporaryDirectory() as folder:
             for name, png in figures.items():
                 (Path(folder) / name).write_bytes(png)
@@ -110,9 +108,7 @@ class Run:
         patiently(lambda: mlflow.log_text(card, CARD))
         model_uri = patiently(lambda: registry.log_model(checkpoint, exported, example))
         patiently(lambda: mlflow.set_tag(MODEL_DIGEST_TAG, digest(checkpoint)))
-        return patiently(
-            lambda: registry.register(registered_model, model_uri, report["test_accuracy"], dataset.name, card)
-        )
+        return patiently(lambda: registry.register(registered_model, model_uri, test_accuracy, dataset.name, card))
 
     def chosen_by(self, params: Params) -> str | None:
         """The search that chose this run's params, in words, when the run is a study's winner (the DVC
