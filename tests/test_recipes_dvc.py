@@ -26,8 +26,8 @@ def baseline(tmp_path_factory) -> Path:
 
 
 def restore(root: Path) -> None:
-    """Back to the committed run: params, conf/, lock, metrics and the outputs DVC tracks."""
-    sh("git", "checkout", "--", "params.yaml", "conf", "dvc.lock", "metrics", cwd=root)
+    """Back to the committed run: params, conf/, dvc.yaml (its model card), lock, metrics, outputs."""
+    sh("git", "checkout", "--", "params.yaml", "conf", "dvc.yaml", "dvc.lock", "metrics", cwd=root)
     sh("dvc", "checkout", "-q", cwd=root)
 
 
