@@ -30,8 +30,8 @@ repro: $(VENV)/.installed
 
 # Lint and format check (ruff), then the type checker (mypy); their settings are in pyproject.toml.
 lint: $(VENV)/.installed
-	ruff check src tests bench
-	ruff format --check src tests bench
+	ruff check src tests bench conf
+	ruff format --check src tests bench conf
 	mypy
 
 test: lint

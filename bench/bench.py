@@ -34,7 +34,8 @@ import yaml
 from torch import nn
 from torchvision.transforms import ToTensor
 
-from mnist_pipeline.config import Params
+from mnist_pipeline import recipes
+from mnist_pipeline.config import Params, dotted
 from mnist_pipeline.data.splits import load_split
 from mnist_pipeline.sweep.spec import with_values
 from mnist_pipeline.training import device as compute
@@ -43,33 +44,10 @@ from mnist_pipeline.training import engine
 import runtimes
 
 TARGET = 0.983
-# The tuned recipe: the `mlp` search's winner (sweep.yaml), chosen on a validation split held out of
-# the training set, never on the test set: `python -m mnist_pipeline.sweep promote mlp` ran it as
-# the DVC experiment mlp-best. docs/performance.md gives it as a `dvc exp run -S` command built
-# from this mapping; a test keeps the two in step.
-TUNED = {
-    "model.kind": "mlp",
-    "model.normalize": True,
-    "model.hidden": [512],
-    "model.dropout": 0.08677557846901182,
-    "train.optimizer": "sgd",
-    "train.schedule": "onecycle",
-    "train.lr": 0.0439045111236849,
-    "train.batch_size": 64,
-    "train.momentum": 0.6329247899586824,
-    "train.weight_decay": 0.0003074796345913286,
-    "train.label_smoothing": 0.06514032868866645,
-    "train.augment.rotation": 7.340974814945813,
-    "train.augment.translate": 1.1776938977334077,
-    "train.augment.scale": 0.087178992594216,
-    "train.epochs": 20,
-}
-
-
-def tuned_command() -> str:
-    """The command docs/performance.md gives for the tuned run."""
-    value = lambda v: str(v).lower() if isinstance(v, bool) else str(v)  # noqa: E731
-    return "dvc exp run -n mlp-best " + " ".join(f"-S {k}={value(v)}" for k, v in TUNED.items())
+# The tuned recipe, conf/experiment/mlp-best.yaml: the `mlp` search's winner (sweep.yaml), chosen on a
+# validation split held out of the training set, never on the test set. `python -m mnist_pipeline.sweep
+# promote mlp` wrote it; `dvc exp run -n mlp-best -S experiment=mlp-best` runs it in the pipeline.
+TUNED_RECIPE = "mlp-best"
 
 
 # ---- The article's code as published: its model, loops and settings; only the prints are gone. ----
@@ -296,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args)
 
     article_params = with_overrides(args.params, {})
-    tuned_params = with_overrides(args.params, TUNED)
+    recipe = recipes.recipe(args.params.resolve().parent, TUNED_RECIPE)  # conf/ lies beside params.yaml
+    tuned_params = with_overrides(args.params, dotted(recipe))
     default_threads = torch.get_num_threads()  # the article's loop runs as published, on torch's default
     dev = compute.setup()  # as the train stage sets up: its thread count, deterministic kernels on CUDA
     print(
@@ -377,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     tuned_seconds = statistics.median(r[0] for r in runs)
     tuned_accuracy = runs[0][1]
     curves["tuned"] = runs[0][2]
-    print(f"tuned        : {tuned_command()}")
+    print(f"tuned        : recipe {TUNED_RECIPE}: dvc exp run -n {TUNED_RECIPE} -S experiment={TUNED_RECIPE}")
     print(
         f"tuned        : test accuracy {tuned_accuracy:.4f}; reached {args.target} after {tuned_seconds:.1f} s "
         f"of training (median of {args.tuned_repeats})"

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from dvc.repo import Repo
 
+from mnist_pipeline.config import dotted
 from mnist_pipeline.evaluation.robustness import DISTORTIONS
 from mnist_pipeline.serving import onnx_model
 
@@ -46,7 +47,7 @@ def test_repro_writes_every_output(project):
     for name in ("loss", "accuracy", "samples", "confusion", "robustness"):
         assert (root / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"download", "train", "evaluate", "plot"}
+    assert set(lock["stages"]) == {"conf", "download", "train", "evaluate", "plot"}
 
 
 def test_dvc_reads_metrics_and_plots_without_arguments(project):
@@ -130,14 +131,6 @@ def test_the_model_card_reads_the_same_in_dvc_yaml_and_mlflow(project):
     # DVC's own reading of the entry: the model, with the same card.
     (artifact,) = Repo(str(root)).artifacts.read()["dvc.yaml"].values()
     assert (artifact.type, artifact.desc, artifact.labels) == ("model", text, entry["labels"])
-
-
-def dotted(values: dict, prefix: str = "") -> dict:
-    """params.yaml's values by their dotted names, groups within groups too (train.augment.rotation)."""
-    flat: dict = {}
-    for key, value in values.items():
-        flat |= dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}
-    return flat
 
 
 def test_second_repro_does_nothing(project):

@@ -105,7 +105,7 @@ def test_the_import_graph_is_read_right():
 # The package's floors, lowest first (docs/layout.md): a module imports only from its own floor and
 # those below it. The top-level modules other than the frame keep old paths working and import anything.
 FLOORS = [
-    {"cli", "config", "errors", "files"},
+    {"cli", "config", "errors", "files", "recipes"},
     {"data"},
     {"training"},
     {"evaluation"},

@@ -14,6 +14,8 @@ import optuna
 import pytest
 import yaml
 
+from mnist_pipeline import recipes
+from mnist_pipeline.config import Params, dotted, flatten, from_dict
 from mnist_pipeline.sweep import spec as specs
 from mnist_pipeline.sweep.__main__ import main
 from mnist_pipeline.sweep.storage import JOURNAL, open_storage
@@ -223,6 +225,16 @@ def test_promote_makes_the_winner_a_reproducible_dvc_experiment(tmp_path):
     )
     assert found, promoted.stdout + ran.stdout
     assert (float(found[1]), int(found[2])) == (round(best.value, 4), best.number)
+    # The winner is the recipe tiny-best: the trial's values that differ from the defaults, under its header.
+    recipe = (root / "conf" / "experiment" / "tiny-best.yaml").read_text()
+    assert recipe.startswith(
+        f"# @package _global_\n# The `tiny` search's winner, chosen on validation: trial {best.number}, "
+        f"validation accuracy {best.value:.4f}.\n"
+    )
+    defaults = flatten(from_dict(Params, recipes.defaults(root), source="conf"))
+    changed = {k: v for k, v in {**best.params, "model.hidden": [32], "train.epochs": 2}.items() if v != defaults[k]}
+    assert dotted(recipes.recipe(root, "tiny-best")) == changed
+    assert "dvc exp run --temp -n tiny-best -S experiment=tiny-best" in promoted.stdout
     shown = sh("dvc", "exp", "show", "--json", cwd=root).stdout
     assert "tiny-best" in shown
     # Its params are the trial's, its run is recorded and registered like any other.

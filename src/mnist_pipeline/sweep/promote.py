@@ -1,13 +1,13 @@
-"""`sweep promote`: the best trial's params become the DVC experiment STUDY-best, trained by the pipeline
-on the whole training set, recorded and registered like any run, then scored on the test set."""
+"""`sweep promote`: the best trial's params become the recipe and DVC experiment STUDY-best, trained by the
+pipeline on the whole training set, recorded and registered like any run, then scored on the test set."""
 
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import optuna
 
+from mnist_pipeline import recipes
 from mnist_pipeline.sweep.storage import SweepError
 from mnist_pipeline.tracking.study_runs import best_trial, overrides
 
@@ -23,11 +23,12 @@ def promote(study: optuna.Study, root: Path) -> float:
             f"(python -m mnist_pipeline.sweep run {study.study_name})"
         )
     name = f"{study.study_name}-best"
-    sets = [f"{key}={_yaml(value)}" for key, value in overrides(best).items()]
-    command = ["dvc", "exp", "run", "--temp", "-n", name, *(arg for s in sets for arg in ("-S", s))]
+    header = about(study.study_name, best.number, float(best.value or 0.0))  # a complete trial has its value
+    recipe = recipes.write(root, name, overrides(best), header)
+    command = ["dvc", "exp", "run", "--temp", "-n", name, "-S", f"{recipes.GROUP}={name}"]
     print(
-        f"promote: trial {best.number}, validation accuracy {best.value:.4f}, as DVC experiment {name}:\n"
-        f"  {' '.join(command)}",
+        f"promote: trial {best.number}, validation accuracy {best.value:.4f}, as the recipe "
+        f"{recipe.relative_to(root)} and the DVC experiment {name}:\n  {' '.join(command)}",
         flush=True,
     )
     # Promoting again replaces the experiment: DVC refuses a name that exists.
@@ -54,6 +55,10 @@ def test_accuracy(name: str, root: Path) -> float:
     raise SweepError(f"dvc exp show does not list {name} ({shown.stderr.strip() or 'no such experiment'})")
 
 
-def _yaml(value: Any) -> str:
-    """A value as `dvc exp run -S key=VALUE` takes it: YAML, lists in flow style."""
-    return json.dumps(value) if isinstance(value, list | bool) else str(value)
+def about(study: str, trial: int, accuracy: float) -> list[str]:
+    """The header of a study's recipe: which trial chose it, on what, and how to run it."""
+    return [
+        f"The `{study}` search's winner, chosen on validation: trial {trial}, validation accuracy {accuracy:.4f}.",
+        f"Written by: python -m mnist_pipeline.sweep promote {study}",
+        f"Run it: dvc exp run -n {study}-best -S {recipes.GROUP}={study}-best",
+    ]
