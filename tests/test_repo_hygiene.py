@@ -19,6 +19,7 @@ def test_git_ignores_every_datasets_folder_so_dvc_writes_no_gitignore_there(tmp_
         assert sh("git", "check-ignore", "-q", f"data/{name}", cwd=tmp_path, check=False).returncode == 0, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "module", ["mnist_pipeline.data.preprocess", "mnist_pipeline.ui", "mnist_pipeline.tracking.env"]
 )
