@@ -34,8 +34,11 @@ lint: $(VENV)/.installed
 	ruff format --check src tests bench conf
 	mypy
 
+# Two workers (the test files shared between them, each file on one worker: its module fixtures are
+# built once); the 30 slowest tests listed at the end.
+TEST_WORKERS ?= 2
 test: lint
-	pytest
+	pytest -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 ui: $(VENV)/.installed
 	python -m mnist_pipeline.ui

@@ -8,4 +8,5 @@ pytest_plugins = [
     "support.hosts",
     "support.team_server",
     "support.browser",
+    "support.tiers",
 ]

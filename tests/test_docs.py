@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import yaml
 
 from mnist_pipeline import recipes
@@ -247,6 +248,7 @@ def test_every_make_target_quoted_is_in_the_makefile():
     assert not missing, f"not targets of the Makefile: {missing}"
 
 
+@pytest.mark.slow
 def test_every_module_quoted_answers_help_with_its_subcommands_and_options():
     calls = module_calls()
     assert {"mnist_pipeline.predict", "mnist_pipeline.server", "mnist_pipeline.stages.train"} <= {
