@@ -4,6 +4,7 @@ pytest_plugins = [
     "support.synthetic",
     "support.tiny",
     "support.projects",
+    "support.searches",
     "support.digits",
     "support.hosts",
     "support.team_server",

@@ -1,13 +1,17 @@
 """`sweep promote`: the best trial's params become the DVC experiment STUDY-best, trained by the pipeline
 on the whole training set, recorded and registered like any run, then scored on the test set."""
 
+import contextlib
 import json
+import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 
+from mnist_pipeline import cli
 from mnist_pipeline.sweep.storage import SweepError
 from mnist_pipeline.tracking.study_runs import best_trial, overrides
 
@@ -30,10 +34,10 @@ def promote(study: optuna.Study, root: Path) -> float:
         f"  {' '.join(command)}",
         flush=True,
     )
-    # Promoting again replaces the experiment: DVC refuses a name that exists.
-    subprocess.run(["dvc", "exp", "remove", name], cwd=root, capture_output=True)
-    if subprocess.run(command, cwd=root).returncode != 0:
-        raise SweepError(f"dvc exp run failed for {name}; its output is above")
+    with _replacing(name, root):
+        # Ctrl-C: DVC's own, so that it cleans up its temporary copy.
+        if cli.call(command, stop=signal.SIGINT, grace_s=60, cwd=root) != 0:
+            raise SweepError(f"dvc exp run failed for {name}; its output is above (the previous {name} is kept)")
     accuracy = test_accuracy(name, root)
     print(
         f"promote: {name}: validation accuracy {best.value:.4f} chose it (trial {best.number}); "
@@ -41,6 +45,28 @@ def promote(study: optuna.Study, root: Path) -> float:
         flush=True,
     )
     return accuracy
+
+
+@contextlib.contextmanager
+def _replacing(name: str, root: Path) -> Iterator[None]:
+    """Promoting again replaces the experiment `name` (DVC refuses a name that exists), but only once the
+    new one exists: the old one waits as NAME-previous, and comes back if the block fails or is
+    interrupted (or at the next promote, if this one was killed outright)."""
+    kept = f"{name}-previous"
+    _dvc_exp(root, "rename", kept, name)  # left aside by a promote killed outright, and no new one made
+    _dvc_exp(root, "remove", kept)  # or a new one was made: the old one goes
+    _dvc_exp(root, "rename", name, kept)
+    try:
+        yield
+    except BaseException:
+        _dvc_exp(root, "rename", kept, name)  # a failed run made no `name`: never removed here
+        raise
+    _dvc_exp(root, "remove", kept)
+
+
+def _dvc_exp(root: Path, *args: str) -> None:
+    """`dvc exp ARGS`, which may find nothing to do (no such experiment)."""
+    subprocess.run(["dvc", "exp", *args], cwd=root, capture_output=True)
 
 
 def test_accuracy(name: str, root: Path) -> float:

@@ -25,6 +25,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mnist_pipeline import cli
 from mnist_pipeline.config import Params, flatten
 from mnist_pipeline.data.catalog import Dataset
 from mnist_pipeline.errors import TrackingError, brief
@@ -93,7 +94,21 @@ class Run:
         figures as a table), the accuracy under distortions (metrics/robustness.json's bytes), the plots
         and the model; register the model. Returns (version, became champion). Neither the per-class nor
         the robustness figures are metrics: the UI charts every metric, and their bar charts would come
-        before the per-epoch curves (13 robustness charts did, in a section of their own)."""
+        before the per-epoch curves (13 robustness charts did, in a section of their own). Ctrl-C and
+        SIGTERM wait until it is done (cli.held)."""
+        with cli.held():
+            return self._complete(checkpoint, example, report, robustness, figures, dataset, registered_model)
+
+    def _complete(
+        self,
+        checkpoint: Path,
+        example: np.ndarray,
+        report: dict,
+        robustness: dict[str, float],
+        figures: dict[str, bytes],
+        dataset: Dataset,
+        registered_model: str,
+    ) -> tuple[str, bool]:
         self.flush()
         patiently = functools.partial(patience.patiently, self.uri)
         patiently(lambda: mlflow.log_text(json_text(report), "metrics/eval.json"))
@@ -152,16 +167,21 @@ def lifetime(
     """Own a run's whole life: `start()` opens it (and returns its id), then the block records into it.
     It ends FINISHED when the block ends or raises one of `finishes` (a pruned trial), FAILED on an error,
     KILLED on Ctrl-C or SIGTERM; never left RUNNING, a failed start included. `state_tag`, if given,
-    names a tag that says which: complete, pruned, failed or interrupted."""
+    names a tag that says which: complete, pruned, failed or interrupted. Ctrl-C and SIGTERM wait while
+    it starts and ends the run (cli.held): a run half made or half closed is not left RUNNING."""
+    run: Run | None = None
     try:
-        run_id = start()
-    except Exception:
-        end("FAILED", uri)  # a run started before the error is not left RUNNING
-        raise
-    except BaseException:
+        with cli.held():
+            try:
+                run = Run(start(), experiment_id, uri)
+            except Exception:
+                end("FAILED", uri)  # a run started before the error is not left RUNNING
+                raise
+    except KeyboardInterrupt:  # one that waited for the start: the run, made, ends at once
+        if run:
+            run.stop()
         end("KILLED", uri)
         raise
-    run = Run(run_id, experiment_id, uri)
     try:
         yield run
     except finishes:
@@ -177,14 +197,15 @@ def lifetime(
 
 
 def _close(run: Run, state: str, status: str, state_tag: str | None) -> None:
-    if status == "FINISHED":
-        run.flush()
-    else:
-        run.stop()
-    if state_tag:
-        with contextlib.suppress(Exception):  # a failing run is marked once, without waiting
-            mlflow.set_tag(state_tag, state)
-    end(status, run.uri)
+    with cli.held():
+        if status == "FINISHED":
+            run.flush()
+        else:
+            run.stop()
+        if state_tag:
+            with contextlib.suppress(Exception):  # a failing run is marked once, without waiting
+                mlflow.set_tag(state_tag, state)
+        end(status, run.uri)
 
 
 @contextlib.contextmanager
