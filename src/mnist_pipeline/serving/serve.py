@@ -2,12 +2,11 @@
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline import cli
 from mnist_pipeline.serving import inference
 
 
@@ -17,11 +16,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5001)
     args = parser.parse_args(argv)
-    try:
-        chosen = inference.from_options(args)  # loaded once here: a model that cannot load fails now, named
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return cli.run(lambda: _main(args), interrupted="the scoring server stopped")
+
+
+def _main(args: argparse.Namespace) -> int:
+    chosen = inference.from_options(args)  # loaded once here: a model that cannot load fails now, named
     print(f"serve: model {chosen.about} on http://{args.host}:{args.port}/invocations (Ctrl-C stops)", flush=True)
     with tempfile.TemporaryDirectory(prefix="mnist-serve-") as folder:
         uri = chosen.mlflow_uri or _as_mlflow_model(args.model or inference.CHECKPOINT, Path(folder))
@@ -40,12 +39,10 @@ def _serve(uri: str, host: str, port: int) -> int:
 
     mlflow = Path(sys.executable).with_name("mlflow")
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()}
-    try:
-        return subprocess.call(
-            [str(mlflow), "models", "serve", "-m", uri, "--env-manager", "local", "-h", host, "-p", str(port)], env=env
-        )
-    except KeyboardInterrupt:  # the server got the same Ctrl-C and stops by itself
-        return 130
+    # In a process group of its own, stopped whole (the server and its workers) on Ctrl-C or SIGTERM.
+    return cli.call(
+        [str(mlflow), "models", "serve", "-m", uri, "--env-manager", "local", "-h", host, "-p", str(port)], env=env
+    )
 
 
 if __name__ == "__main__":
