@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.sweep import spec as specs
@@ -233,34 +234,42 @@ def _a_dead_pid() -> int:
 
 @pytest.mark.slow
 @needs_postgres
-@pytest.mark.parametrize("slow", ["before its start time", "after its start time"])
+@pytest.mark.parametrize("slow", ["client", "server"])
 def test_four_processes_at_once_elect_one_parent_run(team_server, folder, slow, monkeypatch):
-    """Four `sweep run` at the same instant against the team server; one of them takes 8 s to make its
-    parent run, its start time taken before or after that wait (a slow client, or a slow server)."""
+    """Four `sweep run` against the team server look for a parent run at the same instant; one takes 8 s
+    more to make its own: before taking its start time (a slow client: it comes last), or after (a
+    slow server: the earliest, the others' 1 s later, comes last and is elected when the runs end)."""
     params = yaml.safe_load((folder / "params.yaml").read_text())
-    params["tracking"]["experiment"] = f"election-{slow.split()[0]}"
+    params["tracking"]["experiment"] = f"election-{slow}"
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     write_sweep(folder, trials=4, epochs=1, pruner="none")
     env = team_server.client_env("admin", team_server.admin_password)
     meet = time.time() + 60  # every process looks for a parent at this instant (imports take seconds)
     together = ("mnist_pipeline.tracking.store:connect", 1, f"until:{meet}", "after")
-    delayed = {
-        "before its start time": ("mlflow.tracking.client:MlflowClient.create_run", 1, "sleep:8", "before"),
-        "after its start time": ("mlflow.store.tracking.rest_store:RestStore.create_run", 1, "sleep:8", "before"),
+    client, server = (
+        "mlflow.tracking.client:MlflowClient.create_run",
+        "mlflow.store.tracking.rest_store:RestStore.create_run",
+    )
+    late, others = {
+        "client": ((client, 1, "sleep:8", "before"), ()),
+        "server": ((server, 1, "sleep:8", "before"), ((client, 1, "sleep:1", "before"),)),
     }[slow]
-    processes = [start_sweep(folder, "run", "tiny", command=at_call(*together), **env) for _ in range(3)]
-    processes.append(start_sweep(folder, "run", "tiny", command=at_call(*together, delayed), **env))
+    processes = [start_sweep(folder, "run", "tiny", command=at_call(*together, *others), **env) for _ in range(3)]
+    processes.append(start_sweep(folder, "run", "tiny", command=at_call(*together, late), **env))
     for process in processes:
         out, err = process.communicate(timeout=600)
         assert process.returncode == 0, out + err
     assert time.time() > meet
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", team_server.admin_password)
-    client = MlflowClient(team_server.url)
-    experiment = client.get_experiment_by_name(f"{params['tracking']['experiment']}-search")
-    runs = client.search_runs([experiment.experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get("sweep_parent") == "true"]
-    children = [r for r in runs if r is not parent]
+    mlflow = MlflowClient(team_server.url)
+    experiment = mlflow.get_experiment_by_name(f"election-{slow}-search")
+    made = [r for r in mlflow.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL)]
+    parents = sorted((r for r in made if r.data.tags.get("sweep_parent") == "true"), key=lambda r: r.info.start_time)
+    assert len(parents) == 4  # each made one, at the same instant
+    (parent,) = [r for r in parents if r.info.lifecycle_stage == "active"]
+    assert parent.info.run_id == parents[0].info.run_id  # the earliest
+    children = [r for r in made if "sweep_trial" in r.data.tags]
     assert len(children) == len(trials(folder)) >= 4
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
-    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert not [r for r in made if r.info.status == "RUNNING"]

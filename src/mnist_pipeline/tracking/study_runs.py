@@ -59,7 +59,7 @@ class Recorder:
         time.sleep(PARENT_SETTLE_S)
         parent = self._candidates()[0]
         if parent != run.info.run_id:
-            self.client.delete_run(run.info.run_id)
+            self._discard(run.info.run_id)
         return parent
 
     def _candidates(self) -> list[str]:
@@ -80,7 +80,12 @@ class Recorder:
             for child in strays:
                 self.client.set_tag(child.info.run_id, "mlflow.parentRunId", self.parent_id)
             if self.client.get_run(other).info.lifecycle_stage == "active":
-                self.client.delete_run(other)
+                self._discard(other)
+
+    def _discard(self, run_id: str) -> None:
+        """A parent run that lost the election: ended (none is left RUNNING, deleted or not), then deleted."""
+        self.client.set_terminated(run_id, "KILLED")
+        self.client.delete_run(run_id)
 
     @contextlib.contextmanager
     def trial(self, trial: Trial, params: Params) -> Iterator[Run]:
