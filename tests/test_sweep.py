@@ -53,6 +53,7 @@ def test_a_bad_sweep_file_is_one_error_line_before_any_work(folder, change, mess
     assert not (folder / JOURNAL).exists() and not (folder / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_an_unknown_study_and_an_unreachable_storage_are_one_error_line(folder):
     unknown = sweep(folder, "run", "mlp2")
     assert unknown.returncode == 1 and unknown.stderr.strip() == (
@@ -77,6 +78,7 @@ def test_values_drawn_are_checked_by_the_params_code():
     assert params.model.hidden == (512, 256) and params.train.lr == 0.001
 
 
+@pytest.mark.slow
 def test_one_worker_repeats_a_fresh_study_exactly_and_never_reads_the_test_files(folder, tmp_path_factory):
     other = tmp_path_factory.mktemp("again")
     for name in ("params.yaml", "sweep.yaml"):
@@ -100,6 +102,7 @@ def test_one_worker_repeats_a_fresh_study_exactly_and_never_reads_the_test_files
     ), first.stdout
 
 
+@pytest.mark.slow
 def test_every_trial_is_a_complete_child_run_of_the_study(folder):
     done = sweep(folder, "run", "tiny", "--workers", "2")
     assert done.returncode == 0, done.stderr
@@ -142,6 +145,7 @@ def test_every_trial_is_a_complete_child_run_of_the_study(folder):
     assert parent.data.metrics["best_val_accuracy"] == best.value
 
 
+@pytest.mark.slow
 def test_ctrl_c_fails_the_trial_and_run_again_continues_the_study(folder):
     # Ctrl-C at a chosen point: trial 1, as its second epoch is logged (no pruning: 3 epochs a trial).
     write_sweep(folder, trials=3, epochs=3, pruner="none")
@@ -212,6 +216,7 @@ def test_promote_makes_the_winner_a_reproducible_dvc_experiment(tmp_path):
     assert "tiny-best" in names and "tiny-best-previous" not in names
 
 
+@pytest.mark.slow
 def test_a_killed_local_worker_s_trial_is_run_again_by_the_other(folder):
     write_sweep(folder, trials=4, epochs=30)
     launcher = start_sweep(folder, "run", "tiny", "--workers", "2")
