@@ -57,21 +57,14 @@ def assert_no_secret(folder: Path, done: subprocess.CompletedProcess) -> None:
     assert not [p for p in folder.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
 
 
-def bad_urls(name: str) -> tuple[list[str], dict[str, str]]:
-    """The command's arguments and environment with a URL that holds a password and cannot be parsed."""
+def urls(name: str, database: str, server: str) -> tuple[list[str], dict[str, str]]:
+    """The command's arguments and environment with a URL that holds the password: of the studies
+    database at `database` (host:port) for sweep, of an MLflow server at `server` for the others."""
     if name == "sweep":
-        return ["--storage", f"postgresql+psycopg2://studies:{SECRET}@127.0.0.1:54x2/studies"], {}
+        return ["--storage", f"postgresql+psycopg2://studies:{SECRET}@{database}/studies"], {}
     if name == "server":
-        return ["--url", f"http://admin:{SECRET}@127.0.0.1:99999"], {"MLFLOW_AUTH_ADMIN_PASSWORD": SECRET}
-    return [], {"MLFLOW_TRACKING_URI": f"http://admin:{SECRET}@127.0.0.1:99999"}
-
-
-def unreachable(name: str) -> tuple[list[str], dict[str, str]]:
-    if name == "sweep":
-        return ["--storage", f"postgresql+psycopg2://studies:{SECRET}@{UNREACHABLE}:5432/studies"], {}
-    if name == "server":
-        return ["--url", f"http://admin:{SECRET}@{UNREACHABLE}:5000"], {"MLFLOW_AUTH_ADMIN_PASSWORD": SECRET}
-    return [], {"MLFLOW_TRACKING_URI": f"http://admin:{SECRET}@{UNREACHABLE}:5000"}
+        return ["--url", f"http://admin:{SECRET}@{server}"], {"MLFLOW_AUTH_ADMIN_PASSWORD": SECRET}
+    return [], {"MLFLOW_TRACKING_URI": f"http://admin:{SECRET}@{server}"}
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +75,13 @@ def isolated() -> Iterator[Hosts]:
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_a_bad_url_holding_a_password_is_an_error_line_without_it(tmp_path, name):
-    args, env = bad_urls(name)
+    args, env = urls(name, "127.0.0.1:54x2", "127.0.0.1:99999")  # no ports: URLs that do not parse
     assert_no_secret(tmp_path, run(workdir(tmp_path), name, *args, **env))
 
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_an_unreachable_host_is_an_error_line_without_the_password(tmp_path, isolated, name):
-    args, env = unreachable(name)
+    args, env = urls(name, f"{UNREACHABLE}:5432", f"{UNREACHABLE}:5000")
     namespace = ("ip", "netns", "exec", isolated["a"][0])
     assert_no_secret(tmp_path, run(workdir(tmp_path), name, *args, prefix=namespace, **env))
 

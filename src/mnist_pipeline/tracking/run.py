@@ -97,30 +97,20 @@ class Run:
         before the per-epoch curves (13 robustness charts did, in a section of their own). Ctrl-C and
         SIGTERM wait until it is done (cli.held)."""
         with cli.held():
-            return self._complete(checkpoint, example, report, robustness, figures, dataset, registered_model)
-
-    def _complete(
-        self,
-        checkpoint: Path,
-        example: np.ndarray,
-        report: dict,
-        robustness: dict[str, float],
-        figures: dict[str, bytes],
-        dataset: Dataset,
-        registered_model: str,
-    ) -> tuple[str, bool]:
-        self.flush()
-        patiently = functools.partial(patience.patiently, self.uri)
-        patiently(lambda: mlflow.log_text(json_text(report), "metrics/eval.json"))
-        patiently(lambda: mlflow.log_text(json_text(robustness), "metrics/robustness.json"))
-        patiently(lambda: mlflow.log_table(per_class_table(report), "metrics/per_class.json"))
-        with tempfile.TemporaryDirectory() as folder:
-            for name, png in figures.items():
-                (Path(folder) / name).write_bytes(png)
-            patiently(lambda: mlflow.log_artifacts(folder, "plots"))
-        model_uri = patiently(lambda: registry.log_model(checkpoint, example))
-        patiently(lambda: mlflow.set_tag(MODEL_DIGEST_TAG, digest(checkpoint)))
-        return patiently(lambda: registry.register(registered_model, model_uri, report["test_accuracy"], dataset.name))
+            self.flush()
+            patiently = functools.partial(patience.patiently, self.uri)
+            patiently(lambda: mlflow.log_text(json_text(report), "metrics/eval.json"))
+            patiently(lambda: mlflow.log_text(json_text(robustness), "metrics/robustness.json"))
+            patiently(lambda: mlflow.log_table(per_class_table(report), "metrics/per_class.json"))
+            with tempfile.TemporaryDirectory() as folder:
+                for name, png in figures.items():
+                    (Path(folder) / name).write_bytes(png)
+                patiently(lambda: mlflow.log_artifacts(folder, "plots"))
+            model_uri = patiently(lambda: registry.log_model(checkpoint, example))
+            patiently(lambda: mlflow.set_tag(MODEL_DIGEST_TAG, digest(checkpoint)))
+            return patiently(
+                lambda: registry.register(registered_model, model_uri, report["test_accuracy"], dataset.name)
+            )
 
     def stop(self) -> None:
         """Stop sending (the run failed or was interrupted): what is still queued is dropped, and an
