@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := true
 
-.PHONY: repro lint test ui server server-stop serve demo bench sweep lock clean
+.PHONY: repro lint test ui server server-stop serve demo bench sweep dashboard report lock clean
 
 # The venv is built from requirements.lock alone: every package pinned and hash-checked, so a
 # fresh machine gets exactly the versions this repo was tested with (`pip freeze` equals the lock).
@@ -16,6 +16,7 @@ $(VENV)/.installed: requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m mnist_pipeline.evaluation.vega_page $(VENV)/dvc-plots.html  # .dvc/config's plots.html_template
 	touch $@
 
 # Rebuild requirements.lock from pyproject.toml's direct dependencies, keeping every other pin;
@@ -65,6 +66,15 @@ sweep: $(VENV)/.installed
 	dvc repro download
 	python -m mnist_pipeline.sweep run $(STUDY) --workers $(WORKERS)
 	python -m mnist_pipeline.sweep promote $(STUDY)
+
+# optuna-dashboard on the studies' storage (sweeps.journal, or MNIST_SWEEP_STORAGE): watch a search live.
+dashboard: $(VENV)/.installed
+	python -m mnist_pipeline.sweep.dashboard --host 127.0.0.1 --port $${DASHBOARD_PORT:-8080}
+
+# report/report.md: params and metrics diffs against BASE as tables, the plot diffs as PNGs beside it.
+BASE ?= HEAD
+report: $(VENV)/.installed
+	python -m mnist_pipeline.evaluation.change_report --base $(BASE) --out report
 
 bench: $(VENV)/.installed
 	dvc repro download

@@ -8,7 +8,9 @@ at once; and the tuned configuration's time to 98.3 % test accuracy.
 Everything is measured in this one run, the two loops interleaved, so the machine's noise hits
 both alike. The last line is machine-readable: speedup=<ratio> tuned_accuracy=<fraction>
 tuned_seconds=<s> floor_ratio=<ours/floor> contended_ratio=<busy/alone> parallel_ratio=<two/alone>
-article_epoch_seconds=<s>
+article_epoch_seconds=<s>, then inference on onnxruntime against PyTorch (runtimes.py), for the MLP and the
+CNN: <kind>_onnx_single_speedup=<torch/onnx, one image> <kind>_onnx_batch_speedup=<torch/onnx, batch 256>
+<kind>_onnx_single_us=<us> <kind>_onnx_batch_ms=<ms>
 """
 
 import argparse
@@ -37,6 +39,8 @@ from mnist_pipeline.data.splits import load_split
 from mnist_pipeline.sweep.spec import with_values
 from mnist_pipeline.training import device as compute
 from mnist_pipeline.training import engine
+
+import runtimes
 
 TARGET = 0.983
 # The tuned recipe: the `mlp` search's winner (sweep.yaml), chosen on a validation split held out of
@@ -283,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tuned-repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="folder for the plot")
     parser.add_argument("--target", type=float, default=TARGET, help="test accuracy the tuned run is timed to")
+    parser.add_argument(
+        "--inference-calls", type=int, default=runtimes.CALLS, help="timed one-image calls of each runtime"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -387,10 +394,12 @@ def main(argv: list[str] | None = None) -> int:
         args.target,
     )
     print(f"plot         : {args.out / 'accuracy_vs_time.png'}")
+    served = runtimes.report(article_params.model, args.inference_calls)
     print(
         f"speedup={speedup:.2f} tuned_accuracy={tuned_accuracy:.4f} tuned_seconds={tuned_seconds:.2f} "
         f"floor_ratio={ours_s / floor:.2f} contended_ratio={contended / ours_s:.2f} "
-        f"parallel_ratio={statistics.mean(pair) / ours_s:.2f} article_epoch_seconds={article_s:.2f}"
+        f"parallel_ratio={statistics.mean(pair) / ours_s:.2f} article_epoch_seconds={article_s:.2f} "
+        + " ".join(f"{k}={v}" for k, v in served.items())
     )
     return 0 if agree else 1
 

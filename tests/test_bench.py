@@ -47,6 +47,8 @@ def test_bench_runs_and_ends_with_its_machine_readable_line(tmp_path):
             "0.9",
             "--out",
             str(tmp_path / "out"),
+            "--inference-calls",
+            "30",
         ],
         cwd=REPO,
         env=env,
@@ -61,6 +63,11 @@ def test_bench_runs_and_ends_with_its_machine_readable_line(tmp_path):
         f"speedup={number} tuned_accuracy=[01]\\.\\d{{4}} tuned_seconds={number} floor_ratio={number} "
         f"contended_ratio={number} parallel_ratio={number} article_epoch_seconds={number}"
     )
+    for kind in ("mlp", "cnn"):  # onnxruntime against PyTorch
+        fields += (
+            f" {kind}_onnx_single_speedup={number} {kind}_onnx_batch_speedup={number} "
+            f"{kind}_onnx_single_us=\\d+ {kind}_onnx_batch_ms={number}"
+        )
     assert re.fullmatch(fields, last), last
     assert "agree" in done.stdout and (tmp_path / "out" / "accuracy_vs_time.png").exists()
 

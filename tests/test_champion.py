@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from mnist_pipeline.tracking import registry
 
+from support.digits import exported
 from support.local_servers import stop
 from support.scoring import CHAMPION_URI, NAME, check_answer, inputs, post, start_serving, strokes
 from support.tools import REPO, clean_env
@@ -43,7 +44,7 @@ def with_store(folder: Path, checkpoint: Path, test_accuracy: float | None, name
         experiment = mlflow.create_experiment(NAME, artifact_location=(folder / "mlruns").as_uri())
         if test_accuracy is not None:
             with mlflow.start_run(experiment_id=experiment):
-                model_uri = registry.log_model(checkpoint, strokes())
+                model_uri = registry.log_model(checkpoint, exported(checkpoint), strokes())
             assert registry.register(name, model_uri, test_accuracy, "mnist") == ("1", True)
     finally:
         mlflow.set_tracking_uri(previous)

@@ -15,6 +15,7 @@ from mnist_pipeline.evaluation.compare import gated_numbers
 from support.tools import REPO, clean_env, sh
 
 WORKFLOW = REPO / ".github" / "workflows" / "retrain.yml"
+FORKS_WORKFLOW = REPO / ".github" / "workflows" / "report-comment.yml"  # the report comment of forks' pull requests
 ACTIONLINT = shutil.which("actionlint", path=str(Path(sys.executable).parent)) or shutil.which("actionlint")
 
 needs_actionlint = pytest.mark.skipif(
@@ -23,8 +24,8 @@ needs_actionlint = pytest.mark.skipif(
 
 
 @needs_actionlint
-def test_workflow_passes_actionlint():
-    done = subprocess.run([ACTIONLINT, str(WORKFLOW)], capture_output=True, text=True)
+def test_workflows_pass_actionlint():
+    done = subprocess.run([ACTIONLINT, str(WORKFLOW), str(FORKS_WORKFLOW)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -36,9 +37,8 @@ def test_actionlint_catches_a_broken_workflow(tmp_path):
     assert done.returncode == 1 and 'property "base_reff" is not defined' in done.stdout
 
 
-def workflow_steps() -> list[dict]:
-    (job,) = yaml.safe_load(WORKFLOW.read_text())["jobs"].values()
-    return job["steps"]
+def workflow_steps(job: str = "retrain", workflow: Path = WORKFLOW) -> list[dict]:
+    return yaml.safe_load(workflow.read_text())["jobs"][job]["steps"]
 
 
 def step_running(command: str) -> int:
@@ -54,12 +54,30 @@ def test_workflow_tests_retrains_compares_and_reports_in_that_order():
     assert order == sorted(order) and len(set(order)) == 3
     compare = workflow_steps()[order[2]]["run"]
     assert "--tolerance 0.002" in compare  # other CPUs round differently (docs/ci-tests-dependencies.md)
-    report = workflow_steps()[step_running("dvc plots diff")]
-    assert report.get("if") == "always()"
-    for command in ("dvc params diff", "dvc metrics diff", "GITHUB_STEP_SUMMARY"):
-        assert command in report["run"]
-    uploads = [s for s in workflow_steps() if s.get("uses", "").startswith("actions/upload-artifact@")]
-    assert uploads and "plots/" in uploads[0]["with"]["path"]
+    report = workflow_steps()[step_running('make report BASE="$BASE"')]
+    assert report.get("if") == "always()" and 'report/report.md >> "$GITHUB_STEP_SUMMARY"' in report["run"]
+    uploads = [s["with"] for s in workflow_steps() if s.get("uses", "").startswith("actions/upload-artifact@")]
+    assert {(u["name"], u["path"]) for u in uploads} == {("plots", "plots/"), ("report", "report/")}
+
+
+def test_pull_requests_get_the_report_as_a_comment_from_this_repository_or_a_fork():
+    """Both paths download the retrain run's `report` and run the one posting script: the job `comment`
+    for a pull request from this repository, report-comment.yml (on workflow_run) for a fork's."""
+    retrain = yaml.safe_load(WORKFLOW.read_text())
+    forks = yaml.safe_load(FORKS_WORKFLOW.read_text())
+    same_repo, fork = retrain["jobs"]["comment"], forks["jobs"]["comment"]
+    assert same_repo["needs"] == "retrain" and "head.repo.full_name == github.repository" in same_repo["if"]
+    assert forks[True]["workflow_run"] == {"workflows": [retrain["name"]], "types": ["completed"]}  # yaml: on -> True
+    assert "head_repository.full_name != github.repository" in fork["if"]
+    for permissions in (same_repo["permissions"], forks["permissions"]):
+        assert permissions["pull-requests"] == "write" and permissions["contents"] == "write"
+    assert "pull-requests" not in retrain["permissions"]  # the job that runs the pull request's tests cannot comment
+    for job, workflow in (("comment", WORKFLOW), ("comment", FORKS_WORKFLOW)):
+        steps = workflow_steps(job, workflow)
+        (download,) = [s for s in steps if s.get("uses", "").startswith("actions/download-artifact@")]
+        assert download["with"]["name"] == "report"
+        assert ".github/post-report report " in steps[-1]["run"]
+    assert (REPO / ".github" / "post-report").stat().st_mode & 0o111  # executable
 
 
 HISTORY = [

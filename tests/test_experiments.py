@@ -2,13 +2,14 @@
 diffs, bad -S values. Every execution leaves one complete run."""
 
 import json
+import shlex
 
 import pytest
 
 from mnist_pipeline.evaluation.robustness import DISTORTIONS
 
 from support.projects import EPOCHS, assert_complete_run, make_project, project_runs, store
-from support.tools import run_queue, sh
+from support.tools import REPO, clean_env, run_queue, sh
 
 pytestmark = pytest.mark.slow
 
@@ -59,13 +60,32 @@ def experiments(baseline):
 
 def exp_rows(root) -> dict:
     """dvc exp show --json, as {experiment name: {param: value}}."""
+    return exp_values(root, "params", "params.yaml")
+
+
+def exp_values(root, kind: str, path: str) -> dict:
+    """dvc exp show --json, as {experiment name: the values of `path`}; kind: params or metrics."""
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=root).stdout)
     rows = {}
     for baseline in shown:
         for exp in baseline.get("experiments") or []:
             for revision in exp["revs"]:
-                rows[revision["name"]] = revision["data"]["params"]["params.yaml"]["data"]
+                rows[revision["name"]] = revision["data"][kind][path]["data"]
     return rows
+
+
+def test_readme_compares_experiments_headline_first_in_120_columns(baseline, experiments):
+    ran, _ = experiments
+    (line,) = [line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("dvc exp show")]
+    shown = sh(*shlex.split(line, comments=True), cwd=baseline, env=clean_env(COLUMNS="120")).stdout.splitlines()
+    header = next(line for line in shown if "Experiment" in line)
+    start = header.index("test_accuracy")
+    end = start + len("test_accuracy")
+    assert end <= 120, header  # in sight in a 120-column terminal, before any param
+    metrics = exp_values(baseline, "metrics", "metrics/eval.json")
+    for name in ran:
+        (row,) = [row for row in shown if f"[{name}]" in row]
+        assert float(row[start:end]) == round(metrics[name]["test_accuracy"], 5), row
 
 
 def test_dvc_lists_every_experiment_with_its_params(baseline, experiments):
@@ -125,7 +145,7 @@ def test_params_metrics_and_plots_diff_against_the_committed_run(baseline, exper
         metrics = diff["metrics/eval.json"]
         for key in ("test_accuracy", "test_loss"):
             assert set(metrics[key]) == {"old", "new", "diff"} and metrics[key]["old"] != metrics[key]["new"]
-        assert set(diff["metrics/robustness.json"]) <= set(DISTORTIONS) and diff["metrics/robustness.json"]
+        assert list(diff) == ["metrics/eval.json"]  # the per-distortion figures are a plot
 
         plots = json.loads(sh("dvc", "plots", "diff", "--json", "HEAD", cwd=baseline).stdout)["data"]
         for name, y_label in (("Loss", "cross-entropy loss"), ("Accuracy", "accuracy (fraction)")):
@@ -135,6 +155,11 @@ def test_params_metrics_and_plots_diff_against_the_committed_run(baseline, exper
             assert f"{name} per epoch" in spec and y_label in spec and '"epoch"' in spec
             revs = {row["rev"] for row in plot["content"]["data"]["values"]}
             assert revs == {"HEAD", "workspace"}
+        (robust,) = plots["Robustness"]  # a bar per distortion and revision
+        rows = robust["content"]["data"]["values"]
+        assert sorted((r["distortion"], r["rev"]) for r in rows) == sorted(
+            (name, rev) for name in DISTORTIONS for rev in ("HEAD", "workspace")
+        )
 
         html = sh("dvc", "plots", "diff", "HEAD", "-o", str(baseline / "diff-html"), cwd=baseline)
         assert (baseline / "diff-html" / "index.html").exists(), html.stdout

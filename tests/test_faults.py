@@ -169,10 +169,12 @@ EVALUATE_ARGS = [
     "models/model.pt",
     "--metrics",
     "metrics/eval.json",
-    "--predictions",
-    "metrics/predictions.csv",
+    "--per-class",
+    "metrics/per_class.json",
     "--robustness",
     "metrics/robustness.json",
+    "--predictions",
+    "metrics/predictions.csv",
 ]
 
 

@@ -2,11 +2,14 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import yaml
+from dvc.repo import Repo
 
 from mnist_pipeline.evaluation.robustness import DISTORTIONS
+from mnist_pipeline.serving import onnx_model
 
 from support.projects import EPOCHS, N_TEST, assert_complete_run, project_runs, recorded_run_id, store
 from support.tools import clean_env, sh
@@ -23,16 +26,22 @@ def test_repro_writes_every_output(project):
     assert all(0 <= r["test_accuracy"] <= 1 for r in history)
 
     evaluation = json.loads((root / "metrics/eval.json").read_text())
+    assert list(evaluation) == ["test_accuracy", "test_loss", "test_robust_mean", "test_robust_worst"]
     assert evaluation["test_accuracy"] == pytest.approx(history[-1]["test_accuracy"], abs=1e-6)
     assert evaluation["test_loss"] == pytest.approx(history[-1]["test_loss"], abs=1e-5)
-    assert sorted(evaluation["per_class"], key=int) == [str(c) for c in range(10)]
-    assert sum(map(sum, evaluation["confusion_matrix"])) == N_TEST
+    per_class = json.loads((root / "metrics/per_class.json").read_text())
+    assert [row["class"] for row in per_class] == [str(c) for c in range(10)]
+    assert all(set(row) == {"class", "precision", "recall"} for row in per_class)
     with open(root / "metrics/predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == N_TEST and set(rows[0]) == {"actual", "predicted"}
 
     robust = json.loads((root / "metrics/robustness.json").read_text())
-    assert list(robust) == sorted(DISTORTIONS) and all(0 <= v <= 1 for v in robust.values())
+    assert [row["distortion"] for row in robust] == sorted(DISTORTIONS)
+    accuracy = [row["accuracy"] for row in robust]
+    assert all(0 <= a <= 1 for a in accuracy)
+    assert evaluation["test_robust_worst"] == min(accuracy)
+    assert evaluation["test_robust_mean"] == pytest.approx(sum(accuracy) / len(accuracy), abs=1e-6)
 
     for name in ("loss", "accuracy", "samples", "confusion", "robustness"):
         assert (root / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -43,12 +52,17 @@ def test_repro_writes_every_output(project):
 def test_dvc_reads_metrics_and_plots_without_arguments(project):
     root, _ = project
     shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=root).stdout)
-    metrics = shown[""]["data"]["metrics/eval.json"]["data"]
-    assert {"test_accuracy", "test_loss"} <= set(metrics)
-    assert set(shown[""]["data"]["metrics/robustness.json"]["data"]) == set(DISTORTIONS)
-    plots = sh("dvc", "plots", "show", "--json", cwd=root).stdout
-    for title in ("Loss per epoch", "Accuracy per epoch", "Confusion matrix (test set)", "plots/samples.png"):
-        assert title in plots
+    assert list(shown[""]["data"]) == ["metrics/eval.json"]
+    table = sh("dvc", "metrics", "show", cwd=root).stdout.splitlines()
+    # The headline first, and no more than 8 columns of metrics (Path is the first column).
+    assert table[0].split() == ["Path", "test_accuracy", "test_loss", "test_robust_mean", "test_robust_worst"]
+    plots = json.loads(sh("dvc", "plots", "show", "--json", cwd=root).stdout)["data"]
+    assert set(plots) == {"Loss", "Accuracy", "Confusion", "Robustness", "Precision", "Recall", "plots/samples.png"}
+    (robust,) = plots["Robustness"]
+    assert {row["distortion"] for row in robust["content"]["data"]["values"]} == set(DISTORTIONS)
+    for name in ("Precision", "Recall"):
+        (bars,) = plots[name]
+        assert [row["class"] for row in bars["content"]["data"]["values"]] == [str(c) for c in range(10)]
 
 
 def test_the_run_holds_the_whole_record(project):
@@ -70,8 +84,8 @@ def test_the_run_holds_the_whole_record(project):
     for metric in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
         points = client.get_metric_history(run.info.run_id, metric)
         assert [p.value for p in points] == pytest.approx([r[metric] for r in history], abs=1e-6)
-    # The record's evaluation is metrics/eval.json, byte for byte, though train wrote it before evaluate ran.
-    for name in ("eval", "robustness"):
+    # The record's evaluation is metrics/'s JSON files, byte for byte, though train wrote it before evaluate ran.
+    for name in ("eval", "per_class", "robustness"):
         logged = client.download_artifacts(run.info.run_id, f"metrics/{name}.json", str(root / "downloaded"))
         assert open(logged, "rb").read() == (root / f"metrics/{name}.json").read_bytes()
     assert not [name for name in run.data.metrics if name.startswith("robustness")]  # charts before the curves
@@ -80,6 +94,42 @@ def test_the_run_holds_the_whole_record(project):
         assert open(logged, "rb").read() == (root / "plots" / f"{name}.png").read_bytes()
     (dataset_input,) = run.inputs.dataset_inputs
     assert dataset_input.dataset.name == "mnist" and len(dataset_input.dataset.digest) == 16
+
+
+def test_the_onnx_export_is_a_dvc_output_and_beside_the_model_in_the_record(project):
+    root, repro = project
+    outs = [out["path"] for out in yaml.safe_load((root / "dvc.lock").read_text())["stages"]["train"]["outs"]]
+    assert "models/model.onnx" in outs
+    session = onnx_model.load(root / "models/model.onnx", root / "models/model.pt")  # exported from that very file
+    assert session.about.kind == "mlp"
+    client = store(root)
+    (version,) = client.search_model_versions(f"name = 'mnist-mlp' and run_id = '{recorded_run_id(repro.stdout)}'")
+    location = client.get_logged_model(version.source.removeprefix("models:/")).artifact_location
+    logged = Path(location.removeprefix("file://"))  # the store's own folder: mlruns/ in the project
+    assert (logged / "artifacts/model.onnx").read_bytes() == (root / "models/model.onnx").read_bytes()
+    assert (logged / "artifacts/model.pt").read_bytes() == (root / "models/model.pt").read_bytes()
+
+
+def test_the_model_card_reads_the_same_in_dvc_yaml_and_mlflow(project):
+    root, repro = project
+    entry = yaml.safe_load((root / "dvc.yaml").read_text())["artifacts"]["mnist-mlp"]
+    assert (entry["path"], entry["type"], entry["labels"]) == (
+        "models/model.pt",
+        "model",
+        ["mlp", "mnist", "pytorch", "onnx"],
+    )
+    text = entry["desc"]
+    evaluation = json.loads((root / "metrics/eval.json").read_text())
+    assert text.startswith("# mnist-mlp: MLP 784-32-16-10 on mnist\n")
+    assert f"**Test accuracy {evaluation['test_accuracy']:.4f}**, loss {evaluation['test_loss']:.4f}" in text
+    run_id = recorded_run_id(repro.stdout)
+    client = store(root)
+    (version,) = client.search_model_versions(f"name = 'mnist-mlp' and run_id = '{run_id}'")
+    assert version.description == text
+    assert Path(client.download_artifacts(run_id, "model_card.md", str(root / "downloaded"))).read_text() == text
+    # DVC's own reading of the entry: the model, with the same card.
+    (artifact,) = Repo(str(root)).artifacts.read()["dvc.yaml"].values()
+    assert (artifact.type, artifact.desc, artifact.labels) == ("model", text, entry["labels"])
 
 
 def dotted(values: dict, prefix: str = "") -> dict:
@@ -121,6 +171,9 @@ def test_a_fresh_clone_records_the_whole_run_though_dvc_skips_evaluate(fresh_clo
     assert "Stage 'evaluate' didn't change, skipping" in repro.stdout
     assert (clone / "metrics/eval.json").read_bytes() == (original / "metrics/eval.json").read_bytes()
     assert_complete_run(store(clone), recorded_run_id(repro.stdout), EPOCHS)
+    # The model card in dvc.yaml and the ONNX export come out byte-identical too: git and DVC see no change.
+    assert sh("git", "status", "--porcelain", "dvc.yaml", cwd=clone).stdout == ""
+    assert (clone / "models/model.onnx").read_bytes() == (original / "models/model.onnx").read_bytes()
 
 
 def test_after_a_fresh_clone_the_champion_resolves_and_predicts(fresh_clone):

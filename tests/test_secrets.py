@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from support.hosts import Hosts, network_namespaces
-from support.searches import write_sweep
+from support.studies import write_sweep
 from support.synthetic import write_synthetic_mnist
 from support.team_server import needs_postgres
 from support.tools import REPO, clean_env, free_port

@@ -20,7 +20,7 @@ from mnist_pipeline.sweep.__main__ import main
 from mnist_pipeline.sweep.storage import JOURNAL
 
 from support.projects import make_project, store
-from support.searches import at_call, search_runs, start_sweep, sweep, trials, trials_if_any, worker_pid, write_sweep
+from support.studies import at_call, search_runs, start_sweep, sweep, trials, trials_if_any, worker_pid, write_sweep
 from support.tools import REPO, clean_env, sh
 
 

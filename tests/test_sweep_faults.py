@@ -21,7 +21,7 @@ from mnist_pipeline.sweep import spec as specs
 from mnist_pipeline.sweep.__main__ import main
 from mnist_pipeline.sweep.storage import MAX_DIVERGED, open_storage, open_study, retire_stale, worker_name
 
-from support.searches import at_call, search_runs, start_sweep, sweep, trials, trials_if_any, worker_pid, write_sweep
+from support.studies import at_call, search_runs, start_sweep, sweep, trials, trials_if_any, worker_pid, write_sweep
 from support.team_server import needs_postgres, process_alive
 
 SETTLED = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "KILLED"}

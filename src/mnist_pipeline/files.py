@@ -1,10 +1,11 @@
-"""Atomic file output: a reader sees the old file or the complete new one, never a torn write."""
+"""Atomic file output: a reader sees the old file (or folder) or the complete new one, never a torn write."""
 
 import contextlib
 import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,25 @@ def atomic_path(path: str | Path, mode: int | None = None) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a new, empty folder beside `path`; on success it takes the place of `path` (a folder, which is
+    removed): a reader sees the old folder or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    old = new.with_suffix(".old")
+    try:
+        yield new
+        os.chmod(new, 0o777 & ~_umask())  # not mkdtemp's 0700
+        if path.exists():
+            path.rename(old)
+        new.rename(path)
+    finally:
+        shutil.rmtree(new, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def project_root() -> Path:

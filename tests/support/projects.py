@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from support.synthetic import write_synthetic_mnist
 from support.tiny import write_tiny_params
-from support.tools import REPO, sh
+from support.tools import REPO, clean_env, sh
 
 N_TRAIN, N_TEST, EPOCHS = 512, 256, 2
 TINY: dict[str, Any] = {"epochs": EPOCHS, "batch_size": 32, "lr": 0.1}
@@ -55,7 +55,7 @@ def recorded_run_id(output: str) -> str:
 
 def assert_complete_run(client, run_id: str, epochs: int, model_name: str = "mnist-mlp"):
     """The run holds the whole record of one training: FINISHED, params, every per-epoch point, the
-    evaluation (per-class figures and eval.json; robustness.json), the plots,
+    evaluation (metrics/'s JSON files: eval.json, per_class.json, robustness.json), the plots,
     the model, and a registered version."""
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
@@ -81,6 +81,22 @@ def project_runs(root: Path, **search) -> list:
     experiment = client.get_experiment_by_name("mnist-mlp")
     assert experiment is not None, root
     return client.search_runs([experiment.experiment_id], **search)
+
+
+@pytest.fixture(scope="session")
+def two_commits(tmp_path_factory) -> Path:
+    """A project set up for DVC's plots as this repo is (its .dvc/config, and the page `make` writes
+    where it builds the venv), with two runs committed: lr 0.1, then lr 0.05 (HEAD)."""
+    root = make_project(tmp_path_factory.mktemp("two-commits"))
+    shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
+    page = ["python", "-m", "mnist_pipeline.evaluation.vega_page", ".venv/dvc-plots.html"]
+    sh(*page, cwd=root, env=clean_env(PYTHONPATH="src"))
+    for lr in (TINY["lr"], 0.05):
+        write_tiny_params(root / "params.yaml", **(TINY | {"lr": lr}))
+        sh("dvc", "repro", cwd=root)
+        sh("git", "add", "-A", cwd=root)
+        sh("git", "commit", "-qm", f"lr {lr}", cwd=root)
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from mnist_pipeline import cli
 from mnist_pipeline.errors import PipelineError
 
 FILES = ("metrics/history.json", "metrics/eval.json")
-GATED = ("test_accuracy", "test_loss")  # per-class figures and counts move with them; reported only
+GATED = ("test_accuracy", "test_loss")  # the robustness summary moves with them; reported only
 
 
 def gated_numbers(data: object, prefix: str = "") -> dict[str, float]:

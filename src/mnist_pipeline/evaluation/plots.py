@@ -19,21 +19,24 @@ SAMPLES = 10  # the article's row of the first training images
 def render(
     model: nn.Module,
     history: Sequence[dict],
-    report: dict,
-    robust: dict[str, float],
     samples: Split,
     classes: Sequence[str],
+    *,
+    matrix: Sequence[Sequence[int]],
+    robust: dict[str, float],
+    clean_accuracy: float,
 ) -> dict[str, bytes]:
     """The PNGs of a trained model by file name: curves, sample images with the model's guesses,
-    confusion matrix, accuracy under distortions. The plot stage writes them; the train stage records them."""
+    confusion matrix, accuracy under distortions against `clean_accuracy`. The plot stage writes them;
+    the train stage records them."""
     names = [classes[i] for i in samples.labels.tolist()]
     guesses = [classes[i] for i in scoring.predict(model, samples.images).argmax(1).tolist()]
     figures = {
         "loss.png": curves(history, "loss", "Cross-entropy loss"),
         "accuracy.png": curves(history, "accuracy", "Accuracy"),
         "samples.png": sample_grid(samples.images.numpy(), names, guesses),
-        "confusion.png": confusion(report["confusion_matrix"], classes),
-        "robustness.png": robustness(robust, report["test_accuracy"]),
+        "confusion.png": confusion(matrix, classes),
+        "robustness.png": robustness(robust, clean_accuracy),
     }
     return {name: _png(figure) for name, figure in figures.items()}
 
@@ -92,7 +95,7 @@ def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> Figure
 
 
 def robustness(accuracy: dict[str, float], clean: float) -> Figure:
-    """Test accuracy under each distortion (metrics/robustness.json) against the undistorted one."""
+    """Test accuracy under each distortion (metrics/robustness.json's rows) against the undistorted one."""
     fig = Figure(figsize=(6, 4.5))
     ax = fig.subplots()
     names = sorted(accuracy)  # robustness.json's order: the same figure from the file or from the report

@@ -1,15 +1,64 @@
-"""The test report that the evaluate stage writes and the train stage records: loss and accuracy (the
-training loop's own scores), per-class precision and recall, the confusion matrix, the predictions."""
+"""The test report that the evaluate stage writes and the train stage records: the headline metrics
+(metrics/eval.json), and the files DVC draws as plots: per-class precision and recall, the accuracy under
+each distortion, the predictions (the confusion matrix)."""
 
+import csv
+import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from mnist_pipeline.data.catalog import NUM_CLASSES
 from mnist_pipeline.data.splits import Split
-from mnist_pipeline.files import rounded
+from mnist_pipeline.files import json_text, rounded
 from mnist_pipeline.training.scoring import predict, scores
+
+# metrics/eval.json holds the only metrics DVC lists, and DVC orders them by name across files: every
+# name sorts after test_accuracy and test_loss, so the headline leads `dvc metrics show`.
+ROBUST_MEAN, ROBUST_WORST = "test_robust_mean", "test_robust_worst"
+
+
+@dataclass(frozen=True)
+class Report:
+    """A model's test report: the headline metrics and what the plots draw."""
+
+    headline: dict[str, float]  # test_accuracy, test_loss (the training loop's scores), the robustness summary
+    per_class: list[dict]  # {class, precision, recall} per class
+    robust: dict[str, float]  # distortion name -> accuracy
+    labels: torch.Tensor
+    predicted: torch.Tensor
+
+    def json_files(self) -> dict[str, str]:
+        """The JSON files' text by their name in metrics/: the evaluate stage writes them, the run records them."""
+        return {
+            "eval.json": json_text(self.headline),
+            "per_class.json": json_text(self.per_class),
+            "robustness.json": json_text(robustness_rows(self.robust)),
+        }
+
+    def predictions_csv(self) -> str:
+        """One row per test image, the shape DVC's confusion-matrix plot template reads."""
+        rows = (f"{a},{p}" for a, p in zip(self.labels.tolist(), self.predicted.tolist(), strict=True))
+        return "actual,predicted\n" + "\n".join(rows) + "\n"
+
+
+def build_report(model: nn.Module, test: Split, classes: Sequence[str], robust: dict[str, float]) -> Report:
+    """Score `model` on the test set; `robust`: its accuracy under each distortion (robustness.report)."""
+    logits = predict(model, test.images)
+    predicted = logits.argmax(1)
+    summary = {ROBUST_MEAN: sum(robust.values()) / len(robust), ROBUST_WORST: min(robust.values())}
+    return Report(
+        headline=rounded(scores(logits, test.labels, "test") | summary),
+        per_class=[
+            {"class": name, **rounded(pr)}
+            for name, pr in per_class(confusion_matrix(test.labels, predicted), classes).items()
+        ],
+        robust=robust,
+        labels=test.labels,
+        predicted=predicted,
+    )
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
@@ -27,29 +76,18 @@ def per_class(matrix: torch.Tensor, classes: Sequence[str]) -> dict[str, dict[st
     return {name: {"precision": precision[c].item(), "recall": recall[c].item()} for c, name in enumerate(classes)}
 
 
-def build_report(model: nn.Module, test: Split, classes: Sequence[str]) -> tuple[dict, torch.Tensor]:
-    """metrics/eval.json's content, and the predicted class of every test image."""
-    logits = predict(model, test.images)
-    predicted = logits.argmax(1)
-    matrix = confusion_matrix(test.labels, predicted)
-    return {
-        **rounded(scores(logits, test.labels, "test")),
-        "per_class": {name: rounded(pr) for name, pr in per_class(matrix, classes).items()},
-        "confusion_matrix": matrix.tolist(),  # rows: actual class, columns: predicted class
-    }, predicted
+def robustness_rows(robust: dict[str, float]) -> list[dict]:
+    """metrics/robustness.json: a {distortion, accuracy} row per distortion, by name, as DVC's bar charts read them."""
+    return [{"distortion": name, "accuracy": robust[name]} for name in sorted(robust)]
 
 
-def predictions_csv(labels: torch.Tensor, predicted: torch.Tensor) -> str:
-    """One row per test image, the shape DVC's confusion-matrix plot template reads."""
-    rows = (f"{a},{p}" for a, p in zip(labels.tolist(), predicted.tolist(), strict=True))
-    return "actual,predicted\n" + "\n".join(rows) + "\n"
+def robustness_from_rows(rows: list[dict]) -> dict[str, float]:
+    """metrics/robustness.json's rows back as distortion name -> accuracy."""
+    return {row["distortion"]: row["accuracy"] for row in rows}
 
 
-def per_class_table(report: dict) -> dict[str, list]:
-    """The report's per-class figures as columns: class, precision, recall."""
-    rows = report["per_class"].items()
-    return {
-        "class": [name for name, _ in rows],
-        "precision": [f["precision"] for _, f in rows],
-        "recall": [f["recall"] for _, f in rows],
-    }
+def matrix_from_csv(text: str) -> torch.Tensor:
+    """The confusion matrix of metrics/predictions.csv's rows."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    labels = torch.tensor([int(r["actual"]) for r in rows])
+    return confusion_matrix(labels, torch.tensor([int(r["predicted"]) for r in rows]))

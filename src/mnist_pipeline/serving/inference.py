@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from torch import nn
 from mnist_pipeline.config import load_params
 from mnist_pipeline.errors import CheckpointError, ParamsError, brief
 from mnist_pipeline.files import digest, project_root, read_json
+from mnist_pipeline.serving import onnx_model
 
 # MLflow's settings (telemetry off, among others), applied by tracking/__init__ before anything here imports mlflow.
 from mnist_pipeline.tracking import env
@@ -28,6 +29,7 @@ CHAMPION = "models:/{}@champion"  # the best registered version of tracking.regi
 DEFAULT_MODEL = "mnist-mlp"  # its name where there is no params.yaml to say
 CHECKPOINT = Path("models/model.pt")  # the pipeline's train stage writes it
 EVALUATION = Path("metrics/eval.json")
+RUNTIMES = ("torch", "onnx")
 
 
 class Model(NamedTuple):
@@ -44,7 +46,15 @@ def probabilities(model: nn.Module, images: np.ndarray) -> np.ndarray:
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--model (a checkpoint) or --model-uri (an MLflow model); neither: the champion, else models/model.pt."""
+    """--model (a checkpoint) or --model-uri (an MLflow model); neither: the champion, else models/model.pt.
+    --runtime onnx: the model's ONNX export on onnxruntime rather than PyTorch."""
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="torch",
+        metavar="RUNTIME",
+        help="torch (the default): the model on PyTorch; onnx: its ONNX export on onnxruntime, the same answers",
+    )
     source = parser.add_mutually_exclusive_group()
     champion = CHAMPION.format("NAME")
     source.add_argument(
@@ -58,11 +68,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def from_options(args: argparse.Namespace) -> Model:
     """The model that add_model_options' options name."""
     if args.model_uri:
-        return from_mlflow(args.model_uri)
+        return from_mlflow(args.model_uri, args.runtime)
     if args.model:
-        return from_checkpoint(args.model)
+        return from_checkpoint(args.model, args.runtime)
     champion = champion_uri()
-    return from_mlflow(champion) if has_champion(champion) else from_checkpoint(CHECKPOINT)
+    return from_mlflow(champion, args.runtime) if has_champion(champion) else from_checkpoint(CHECKPOINT, args.runtime)
 
 
 def champion_uri() -> str:
@@ -93,11 +103,21 @@ def has_champion(uri: str) -> bool:
     return True
 
 
-def from_checkpoint(path: str | Path) -> Model:
+def from_checkpoint(path: str | Path, runtime: str = "torch") -> Model:
+    """The checkpoint's model; with runtime onnx, its ONNX export beside it (the train stage writes both)."""
     model, cfg, classes = load_checkpoint(path)
     accuracy = evaluated_accuracy(Path(path))
     scored = f"test accuracy {accuracy:.2%} ({EVALUATION})" if accuracy is not None else "test accuracy not known"
+    if runtime == "onnx":
+        exported = onnx_beside(path)
+        session = onnx_model.load(exported, Path(path))
+        return Model(session.probabilities, classes, f"{exported} ({cfg.kind}, onnxruntime, {scored})", None)
     return Model(partial(probabilities, model), classes, f"{path} ({cfg.kind}, {scored})", None)
+
+
+def onnx_beside(checkpoint: str | Path) -> Path:
+    """Where the train stage puts a checkpoint's ONNX export: models/model.pt -> models/model.onnx."""
+    return Path(checkpoint).with_suffix(".onnx")
 
 
 def evaluated_accuracy(path: Path) -> float | None:
@@ -126,10 +146,10 @@ def _registered_version(uri: str):
     return client.get_model_version(name, version)
 
 
-def _describe(uri: str, model: nn.Module) -> str:
+def _describe(uri: str, model: nn.Module, runtime: str) -> str:
     from mlflow.exceptions import MlflowException
 
-    kind = "cnn" if isinstance(model, CNN) else "mlp"
+    kind = ("cnn" if isinstance(model, CNN) else "mlp") + (", onnxruntime" if runtime == "onnx" else "")
     try:
         version = _registered_version(uri) if uri.startswith("models:/") else None
     except MlflowException:  # loaded, so it exists; a store that lists no such version only says less
@@ -141,10 +161,23 @@ def _describe(uri: str, model: nn.Module) -> str:
     return f"{uri} (version {version.version}, {kind}, {scored})"
 
 
-def from_mlflow(uri: str) -> Model:
-    """The model logged in MLflow at `uri` (models:/NAME@champion, runs:/..., a folder)."""
+def on_runtime(model: Any, runtime: str, uri: str) -> Any:
+    """The MLflow model's served_model.DigitClassifier (`model`: loaded by mlflow.pyfunc), answering on
+    `runtime`."""
+    served = model.unwrap_python_model()
+    if runtime != "torch":
+        if not hasattr(served, "use"):  # its served_model.py predates ONNX exports
+            raise CheckpointError(f"{uri}: logged without an ONNX export (before they existed); use --runtime torch")
+        served.use(runtime)
+    return served
+
+
+def from_mlflow(uri: str, runtime: str = "torch") -> Model:
+    """The model logged in MLflow at `uri` (models:/NAME@champion, runs:/..., a folder), on `runtime`: a
+    model logged before ONNX exports has only torch."""
     # Imported here: MLflow takes seconds to import, and a checkpoint needs none of it.
     import mlflow.pyfunc
+    import pandas as pd  # with MLflow, which imports it anyway
     from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(env.tracking_uri())
@@ -152,9 +185,10 @@ def from_mlflow(uri: str) -> Model:
         model = mlflow.pyfunc.load_model(uri)
     except (MlflowException, OSError) as exc:
         raise CheckpointError(f"{uri}: cannot load this MLflow model ({brief(exc)})") from None
+    served = on_runtime(model, runtime, uri)
 
     def predict(images: np.ndarray) -> np.ndarray:
-        return np.array(model.predict(images)["probabilities"].tolist(), dtype=np.float32)
+        # Records (a list of dicts), or a DataFrame from a model logged before 2026-12-03: both the same table.
+        return np.array(pd.DataFrame(model.predict(images))["probabilities"].tolist(), dtype=np.float32)
 
-    served = model.unwrap_python_model()
-    return Model(predict, served.classes, _describe(uri, served.model), uri)
+    return Model(predict, served.classes, _describe(uri, served.model, runtime), uri)

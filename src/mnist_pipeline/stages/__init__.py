@@ -10,11 +10,11 @@ from mnist_pipeline import cli
 
 
 def run_stage(work: Callable[..., None], doc: str | None, argv: list[str] | None, **options: str) -> int:
-    """Parse a required `--name` for each option (value: its help), call `work(name=value, ...)` in the
-    command-line frame (cli.run): its exit code."""
+    """Parse a required `--name` for each option (value: its help; `--per-class` for per_class), call
+    `work(name=value, ...)` in the command-line frame (cli.run): its exit code."""
     parser = argparse.ArgumentParser(description=doc)
     for name, help_text in options.items():
-        parser.add_argument(f"--{name}", required=True, help=help_text)
+        parser.add_argument(f"--{name.replace('_', '-')}", required=True, help=help_text)
     args = vars(parser.parse_args(argv))
     return cli.run(lambda: work(**args), interrupted="outputs of this stage were not written")
 

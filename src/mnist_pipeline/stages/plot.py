@@ -5,18 +5,25 @@ from pathlib import Path
 
 from mnist_pipeline.data.splits import load_split
 from mnist_pipeline.evaluation import plots
+from mnist_pipeline.evaluation.report import matrix_from_csv, robustness_from_rows
 from mnist_pipeline.files import atomic_path, read_json
 from mnist_pipeline.stages import exit_now, run_stage
 from mnist_pipeline.training import device
 from mnist_pipeline.training.model import load_checkpoint
 
 
-def plot(data: str, model: str, history: str, metrics: str, robustness: str, out: str) -> None:
+def plot(data: str, model: str, history: str, metrics: str, robustness: str, predictions: str, out: str) -> None:
     device.setup()
     checkpoint = load_checkpoint(model)
     samples = load_split(data, train=True).head(plots.SAMPLES)
     pngs = plots.render(
-        checkpoint.model, read_json(history), read_json(metrics), read_json(robustness), samples, checkpoint.classes
+        checkpoint.model,
+        read_json(history),
+        samples,
+        checkpoint.classes,
+        matrix=matrix_from_csv(Path(predictions).read_text()).tolist(),
+        robust=robustness_from_rows(read_json(robustness)),
+        clean_accuracy=read_json(metrics)["test_accuracy"],
     )
     for name, png in pngs.items():
         with atomic_path(Path(out) / name) as tmp:
@@ -32,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         data="folder of the raw dataset files",
         model="checkpoint",
         history="per-epoch metrics JSON",
-        metrics="evaluation JSON",
-        robustness="robustness JSON (distortion name -> test accuracy)",
+        metrics="headline metrics JSON (test_accuracy)",
+        robustness="robustness JSON ({distortion, accuracy} rows)",
+        predictions="actual,predicted CSV (the confusion matrix)",
         out="folder for the PNGs",
     )
 

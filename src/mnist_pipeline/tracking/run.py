@@ -29,8 +29,7 @@ from mnist_pipeline import cli
 from mnist_pipeline.config import Params, flatten
 from mnist_pipeline.data.catalog import Dataset
 from mnist_pipeline.errors import TrackingError, brief
-from mnist_pipeline.evaluation.report import per_class_table
-from mnist_pipeline.files import digest, json_text
+from mnist_pipeline.files import digest
 from mnist_pipeline.tracking import patience, registry, store
 from mnist_pipeline.tracking.env import git_commit, tracking_uri
 from mnist_pipeline.training.device import THREADS
@@ -42,6 +41,7 @@ logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("mlflow.system_metrics").setLevel(logging.ERROR)
 
 MODEL_DIGEST_TAG = "model_sha256"  # ties a run to the exact models/model.pt it produced
+CARD = "model_card.md"  # the run's artifact; its registered version's description is the same text
 
 
 class Run:
@@ -83,34 +83,57 @@ class Run:
         self,
         *,
         checkpoint: Path,
+        exported: Path,
         example: np.ndarray,
-        report: dict,
-        robustness: dict[str, float],
+        evaluation: dict[str, str],
+        test_accuracy: float,
         figures: dict[str, bytes],
+        card: str,
         dataset: Dataset,
         registered_model: str,
     ) -> tuple[str, bool]:
-        """Log the rest of the record: the evaluation (metrics/eval.json's bytes, and its per-class
-        figures as a table), the accuracy under distortions (metrics/robustness.json's bytes), the plots
-        and the model; register the model. Returns (version, became champion). Neither the per-class nor
-        the robustness figures are metrics: the UI charts every metric, and their bar charts would come
-        before the per-epoch curves (13 robustness charts did, in a section of their own). Ctrl-C and
-        SIGTERM wait until it is done (cli.held)."""
+        """Log the rest of the record: the evaluation (the JSON files of metrics/ by name, byte for byte:
+        the headline, the per-class figures, the accuracy under distortions), the plots, the model card
+        and the model (`checkpoint` and its ONNX export); register the model, the card its version's
+        description. Returns (version, became champion). Only the per-epoch scores are metrics: the UI
+        charts every metric, and 13 robustness bar charts came before the per-epoch curves, in a
+        section of their own. Ctrl-C and SIGTERM wait until it is done (cli.held)."""
         with cli.held():
             self.flush()
             patiently = functools.partial(patience.patiently, self.uri)
-            patiently(lambda: mlflow.log_text(json_text(report), "metrics/eval.json"))
-            patiently(lambda: mlflow.log_text(json_text(robustness), "metrics/robustness.json"))
-            patiently(lambda: mlflow.log_table(per_class_table(report), "metrics/per_class.json"))
+            for name, text in evaluation.items():
+                patiently(functools.partial(mlflow.log_text, text, f"metrics/{name}"))
             with tempfile.TemporaryDirectory() as folder:
                 for name, png in figures.items():
                     (Path(folder) / name).write_bytes(png)
                 patiently(lambda: mlflow.log_artifacts(folder, "plots"))
-            model_uri = patiently(lambda: registry.log_model(checkpoint, example))
+            patiently(lambda: mlflow.log_text(card, CARD))
+            model_uri = patiently(lambda: registry.log_model(checkpoint, exported, example))
             patiently(lambda: mlflow.set_tag(MODEL_DIGEST_TAG, digest(checkpoint)))
-            return patiently(
-                lambda: registry.register(registered_model, model_uri, report["test_accuracy"], dataset.name)
-            )
+            return patiently(lambda: registry.register(registered_model, model_uri, test_accuracy, dataset.name, card))
+
+    def chosen_by(self, params: Params) -> str | None:
+        """The search that chose this run's params, in words, when the run is a study's winner (the DVC
+        experiment STUDY-best that `sweep promote` or its recipe runs) and the store holds that study."""
+        name = os.environ.get("DVC_EXP_NAME", "")
+        if not name.endswith("-best"):
+            return None
+        study = name.removesuffix("-best")
+        experiment = patience.patiently(
+            self.uri, lambda: self._client.get_experiment_by_name(search_experiment(params))
+        )
+        if experiment is None:
+            return None
+        search = f"tags.sweep_study = '{study}' and tags.sweep_parent = 'true'"
+        found = patience.patiently(self.uri, lambda: self._client.search_runs([experiment.experiment_id], search))
+        if not found or "best_val_accuracy" not in found[0].data.metrics:
+            return None
+        tags, metrics = found[0].data.tags, found[0].data.metrics
+        return (
+            f"The search `{study}` (sweep.yaml): its trial {tags.get('sweep_best_trial', '?')} reached validation "
+            f"accuracy {metrics['best_val_accuracy']:.4f} on a split held out of the training set; its params "
+            "were then trained here on the whole training set."
+        )
 
     def stop(self) -> None:
         """Stop sending (the run failed or was interrupted): what is still queued is dropped, and an
@@ -221,6 +244,12 @@ def training_run(
 
     with lifetime(uri, experiment_id, start) as run:
         yield run
+
+
+def search_experiment(params: Params) -> str:
+    """Searches have an experiment of their own beside the pipeline's runs: their runs score the
+    validation set, the pipeline's the test set, and their charts should not mix."""
+    return f"{params.tracking.experiment}-search"
 
 
 def _start(

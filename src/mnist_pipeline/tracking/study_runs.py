@@ -20,18 +20,12 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from mnist_pipeline.config import Params, flatten, nested
 from mnist_pipeline.tracking import env, store
-from mnist_pipeline.tracking.run import Run, lifetime
+from mnist_pipeline.tracking.run import Run, lifetime, search_experiment
 
 CANDIDATE = "mlflow_parent_run:"  # study user attrs, one per parent run made for it: its start time (ms)
 PARENT_ATTR = "mlflow_parent_run"  # the one parent of a study made before candidates were recorded
 RUN_ATTR = "mlflow_run_id"  # a trial's user attr naming its run; a retry inherits its dead trial's
 PARENT_SETTLE_S = 2.0  # longer than making a parent run and recording it in the study takes
-
-
-def experiment_name(params: Params) -> str:
-    """Searches have an experiment of their own beside the pipeline's runs: their runs score the
-    validation set, the pipeline's the test set, and their charts should not mix."""
-    return f"{params.tracking.experiment}-search"
 
 
 class Recorder:
@@ -40,7 +34,7 @@ class Recorder:
     def __init__(self, study: optuna.Study, settings: dict[str, Any], params: Params):
         """`settings`: the study's own (trials, epochs, ...), the parent run's params."""
         self.study, self.name, self.uri = study, study.study_name, env.tracking_uri()
-        self.experiment_id = store.connect(self.uri, experiment_name(params), params.tracking.registered_model)
+        self.experiment_id = store.connect(self.uri, search_experiment(params), params.tracking.registered_model)
         self.client = MlflowClient(self.uri)
         self.parent_id = self._elect(settings)
 

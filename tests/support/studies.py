@@ -1,5 +1,5 @@
-"""Searches for tests: a tiny study in a folder with the training files only, the sweep command run as a
-user runs it, and what its study and MLflow store hold after."""
+"""A project folder for a search (the repo's params.yaml, tiny synthetic training files, a tiny study), the
+sweep command run there as a user runs it, and what its study and MLflow store hold after."""
 
 import signal
 import subprocess
@@ -35,19 +35,25 @@ TINY_STUDY = {
 
 
 def write_sweep(root: Path, **study) -> None:
+    """sweep.yaml with the one study `tiny`: TINY_STUDY, with these keys changed."""
     (root / "sweep.yaml").write_text(yaml.safe_dump({"studies": {"tiny": {**TINY_STUDY, **study}}}))
+
+
+def sweep_folder(root: Path) -> Path:
+    """A project root for the search: params.yaml, sweep.yaml and the training files only (no t10k
+    files: a trial that read the test set would fail)."""
+    (root / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    write_synthetic_mnist(root / "data" / "mnist", n_train=1200, n_test=8)
+    for test_file in (root / "data" / "mnist").glob("t10k-*"):
+        test_file.unlink()
+    write_sweep(root)
+    return root
 
 
 @pytest.fixture
 def folder(tmp_path) -> Path:
-    """A project root for the search: params.yaml, sweep.yaml and the training files only (no t10k
-    files: a trial that read the test set would fail)."""
-    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    write_synthetic_mnist(tmp_path / "data" / "mnist", n_train=1200, n_test=8)
-    for test_file in (tmp_path / "data" / "mnist").glob("t10k-*"):
-        test_file.unlink()
-    write_sweep(tmp_path)
-    return tmp_path
+    """sweep_folder in the test's own folder."""
+    return sweep_folder(tmp_path)
 
 
 def start_sweep(root: Path, *args: str, command: tuple[str, ...] = ("-m", "mnist_pipeline.sweep"), **env: str):
