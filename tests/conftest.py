@@ -4,6 +4,7 @@ pytest_plugins = [
     "support.synthetic",
     "support.tiny",
     "support.projects",
+    "support.studies",
     "support.digits",
     "support.hosts",
     "support.team_server",

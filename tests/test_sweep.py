@@ -2,56 +2,28 @@
 scored on a validation split without the test files, every trial a complete child run, deterministic
 with one worker, Ctrl-C and a killed worker, and the winner promoted to a DVC experiment."""
 
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import optuna
 import pytest
 import yaml
 
 from mnist_pipeline import recipes
 from mnist_pipeline.config import Params, dotted, flatten, from_dict
+from mnist_pipeline.sweep import promote
 from mnist_pipeline.sweep import spec as specs
 from mnist_pipeline.sweep.__main__ import main
-from mnist_pipeline.sweep.storage import JOURNAL, open_storage
+from mnist_pipeline.sweep.storage import JOURNAL
 
 from support.projects import make_project, store
-from support.studies import sweep_folder, write_sweep
+from support.studies import at_call, search_runs, start_sweep, sweep, trials, trials_if_any, worker_pid, write_sweep
 from support.tools import REPO, clean_env, sh
-
-
-@pytest.fixture
-def folder(tmp_path) -> Path:
-    return sweep_folder(tmp_path)
-
-
-def start_sweep(root: Path, *args: str) -> subprocess.Popen:
-    """`python -m mnist_pipeline.sweep ARGS` in `root`, as a user runs it; Ctrl-C reaches it even where
-    the tests run in a background job (whose children ignore SIGINT)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "mnist_pipeline.sweep", *args],
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(PYTHONPATH=str(REPO / "src")),
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-
-
-def sweep(root: Path, *args: str) -> subprocess.CompletedProcess:
-    process = start_sweep(root, *args)
-    out, err = process.communicate(timeout=600)
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
-
-
-def trials(root: Path, name: str = "tiny") -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=name, storage=open_storage(None, root)).get_trials()
 
 
 @pytest.mark.parametrize(
@@ -177,43 +149,27 @@ def test_every_trial_is_a_complete_child_run_of_the_study(folder):
 
 @pytest.mark.slow
 def test_ctrl_c_fails_the_trial_and_run_again_continues_the_study(folder):
-    write_sweep(folder, trials=4, epochs=120, validation=200)
-    worker = start_sweep(folder, "run", "tiny")
-    deadline = time.monotonic() + 120
-    while not any(t.user_attrs.get("epochs_trained") for t in _trials_if_any(folder)):
-        assert time.monotonic() < deadline and worker.poll() is None, worker.communicate()
-        time.sleep(0.2)
-    worker.send_signal(signal.SIGINT)
-    out, err = worker.communicate(timeout=60)
-    assert worker.returncode == 130, err
-    assert err.strip().splitlines()[-1].startswith("interrupted"), err
-    # On a busy machine a trial may have finished before the signal came: the last one is the one it hit.
-    *done, interrupted = before = trials(folder)
-    assert interrupted.state.name == "FAIL" and all(t.state.name != "FAIL" for t in done)
-    (run,) = [
-        r
-        for r in store(folder).search_runs([store(folder).get_experiment_by_name("mnist-mlp-search").experiment_id])
-        if r.data.tags.get("sweep_trial") == str(interrupted.number)
-    ]
-    assert run.info.status == "KILLED"
+    # Ctrl-C at a chosen point: trial 1, as its second epoch is logged (no pruning: 3 epochs a trial).
+    write_sweep(folder, trials=3, epochs=3, pruner="none")
+    done = sweep(folder, "run", "tiny", command=at_call("mnist_pipeline.tracking.run:Run.log_epoch", 5, "SIGINT"))
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "interrupted (KeyboardInterrupt); the trial in progress is marked failed; `run` again continues"
+    )
+    before = trials(folder)
+    assert [(t.state.name, t.user_attrs["epochs_trained"]) for t in before] == [("COMPLETE", 3), ("FAIL", 2)]
+    runs = {r.data.tags.get("sweep_trial", "parent"): r.info.status for r in search_runs(folder)}
+    assert runs == {"0": "FINISHED", "1": "KILLED", "parent": "KILLED"}
     # Continued with the same settings: the failed trial stays failed, nothing finished is repeated.
-    again = sweep(folder, "run", "tiny", "--trials", str(len(done) + 2))
+    again = sweep(folder, "run", "tiny")
     assert again.returncode == 0, again.stderr
     after = trials(folder)
-    assert [t.number for t in after if t.state.name == "FAIL"] == [interrupted.number]
-    assert len(after) == len(before) + 2
-    assert [t.value for t in after[: len(done)]] == [t.value for t in done]
+    assert [t.state.name for t in after] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert (after[0].params, after[0].value) == (before[0].params, before[0].value)
     # Other settings would mix trials that do not compare: refused.
-    write_sweep(folder, trials=4, epochs=60, validation=200)
+    write_sweep(folder, trials=3, epochs=4, pruner="none")
     other = sweep(folder, "run", "tiny")
     assert other.returncode == 1 and "made with other settings" in other.stderr
-
-
-def _trials_if_any(root: Path) -> list:
-    try:
-        return trials(root)
-    except KeyError:
-        return []
 
 
 @pytest.mark.slow
@@ -256,6 +212,20 @@ def test_promote_makes_the_winner_a_reproducible_dvc_experiment(tmp_path):
     for stage in ("train", "evaluate"):  # the download stage would fetch: there is no network here
         sh("dvc", "repro", "-f", "-s", stage, cwd=root)
     assert {name: (root / "metrics" / name).read_bytes() for name in expected} == expected
+    # A promote that fails (its tracking server is down) keeps the winner there was; one that works replaces it.
+    sh("git", "checkout", "--", ".", cwd=root)
+    shutil.rmtree(root / ".dvc" / "cache" / "runs")  # no stage restored from DVC's run cache: the train stage runs
+    down = {**env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    failed = sh(sys.executable, "-m", "mnist_pipeline.sweep", "promote", "tiny", cwd=root, env=down, check=False)
+    assert failed.returncode == 1 and "(the previous tiny-best is kept)" in failed.stderr, failed.stderr
+    assert promote.test_accuracy("tiny-best", root) == float(found[3])
+    sh(sys.executable, "-m", "mnist_pipeline.sweep", "promote", "tiny", cwd=root, env=env)
+    names = {
+        e["name"]
+        for b in json.loads(sh("dvc", "exp", "show", "--json", cwd=root).stdout)
+        for e in b["experiments"] or []
+    }
+    assert "tiny-best" in names and "tiny-best-previous" not in names
 
 
 @pytest.mark.slow
@@ -265,13 +235,13 @@ def test_a_killed_local_worker_s_trial_is_run_again_by_the_other(folder):
     deadline = time.monotonic() + 120
     while not (
         running := [
-            t for t in _trials_if_any(folder) if t.user_attrs.get("epochs_trained") and t.state.name == "RUNNING"
+            t for t in trials_if_any(folder) if t.user_attrs.get("epochs_trained") and t.state.name == "RUNNING"
         ]
     ):
         assert time.monotonic() < deadline and launcher.poll() is None, launcher.communicate()
         time.sleep(0.1)
     victim = running[0]
-    os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    os.kill(worker_pid(victim), signal.SIGKILL)
     out, err = launcher.communicate(timeout=600)
     assert launcher.returncode == 0, err
     assert f"died (SIGKILL); trial {victim.number} failed and queued again" in out
@@ -280,8 +250,7 @@ def test_a_killed_local_worker_s_trial_is_run_again_by_the_other(folder):
     (retry,) = [t for t in study if t.system_attrs.get("failed_trial") == victim.number]
     assert retry.state.name in ("COMPLETE", "PRUNED") and retry.params == victim.params
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in study) >= 4
-    client = store(folder)
-    runs = client.search_runs([client.get_experiment_by_name("mnist-mlp-search").experiment_id])
+    runs = search_runs(folder)
     (dead,) = [r for r in runs if r.data.tags.get("sweep_trial") == str(victim.number)]
     assert dead.info.status == "FAILED" and dead.data.tags["sweep_retried_by"] == str(retry.number)
     assert not [r for r in runs if r.info.status == "RUNNING"]

@@ -14,14 +14,19 @@ import torch
 import yaml
 from torch import nn
 
-from mnist_pipeline.errors import CheckpointError, brief
+from mnist_pipeline.config import load_params
+from mnist_pipeline.errors import CheckpointError, ParamsError, brief
 from mnist_pipeline.files import digest, project_root, read_json
 from mnist_pipeline.serving import onnx_model
+
+# MLflow's settings (telemetry off, among others), applied by tracking/__init__ before anything here imports mlflow.
+from mnist_pipeline.tracking import env
 from mnist_pipeline.training.model import CNN, load_checkpoint
 
 # (N, 1, 28, 28) float32 pixels in [0, 1], prepared as MNIST's, to (N, 10) class probabilities.
 Predictor = Callable[[np.ndarray], np.ndarray]
-CHAMPION_URI = "models:/mnist-mlp@champion"  # the best registered version (tracking.register)
+CHAMPION = "models:/{}@champion"  # the best registered version of tracking.registered_model (tracking.registry)
+DEFAULT_MODEL = "mnist-mlp"  # its name where there is no params.yaml to say
 CHECKPOINT = Path("models/model.pt")  # the pipeline's train stage writes it
 EVALUATION = Path("metrics/eval.json")
 RUNTIMES = ("torch", "onnx")
@@ -51,11 +56,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="torch (the default): the model on PyTorch; onnx: its ONNX export on onnxruntime, the same answers",
     )
     source = parser.add_mutually_exclusive_group()
+    champion = CHAMPION.format("NAME")
     source.add_argument(
         "--model",
-        help=f"checkpoint to use (default: {CHAMPION_URI} when the tracking store has one, else {CHECKPOINT})",
+        help=f"checkpoint to use (default: {champion}, NAME params.yaml's tracking.registered_model, when the "
+        f"tracking store has one, else {CHECKPOINT})",
     )
-    source.add_argument("--model-uri", help=f"an MLflow model instead, e.g. {CHAMPION_URI}")
+    source.add_argument("--model-uri", help=f"an MLflow model instead, e.g. {CHAMPION.format(DEFAULT_MODEL)}")
 
 
 def from_options(args: argparse.Namespace) -> Model:
@@ -64,7 +71,16 @@ def from_options(args: argparse.Namespace) -> Model:
         return from_mlflow(args.model_uri, args.runtime)
     if args.model:
         return from_checkpoint(args.model, args.runtime)
-    return from_mlflow(CHAMPION_URI, args.runtime) if has_champion() else from_checkpoint(CHECKPOINT, args.runtime)
+    champion = champion_uri()
+    return from_mlflow(champion, args.runtime) if has_champion(champion) else from_checkpoint(CHECKPOINT, args.runtime)
+
+
+def champion_uri() -> str:
+    """The champion of the model that params.yaml's tracking.registered_model names (of mnist-mlp outside a project)."""
+    try:
+        return CHAMPION.format(load_params(project_root() / "params.yaml").tracking.registered_model)
+    except ParamsError:  # no params.yaml here, or one the pipeline would refuse
+        return CHAMPION.format(DEFAULT_MODEL)
 
 
 def default_store_exists() -> bool:
@@ -74,14 +90,14 @@ def default_store_exists() -> bool:
     return bool(os.environ.get("MLFLOW_TRACKING_URI")) or (project_root() / "mlflow.db").exists()
 
 
-def has_champion() -> bool:
-    """Does the tracking store hold a version with the champion alias?"""
+def has_champion(uri: str) -> bool:
+    """Does the tracking store hold the version `uri` names (models:/NAME@champion)?"""
     if not default_store_exists():
         return False
     from mlflow.exceptions import MlflowException
 
     try:
-        _registered_version(CHAMPION_URI)
+        _registered_version(uri)
     except MlflowException:  # no such model or alias, or a store without the registry's tables
         return False
     return True
@@ -122,10 +138,8 @@ def _registered_version(uri: str):
     """The registry's version behind models:/NAME@ALIAS or models:/NAME/VERSION; MlflowException if none."""
     from mlflow.tracking import MlflowClient
 
-    from mnist_pipeline.tracking.env import tracking_uri
-
     name, _, which = uri.removeprefix("models:/").partition("@")
-    client = MlflowClient(tracking_uri())
+    client = MlflowClient(env.tracking_uri())
     if which:
         return client.get_model_version_by_alias(name, which)
     name, _, version = name.partition("/")
@@ -159,14 +173,9 @@ def on_runtime(model: Any, runtime: str, uri: str) -> Any:
 
 
 def from_mlflow(uri: str, runtime: str = "torch") -> Model:
-    """The model logged in MLflow at `uri` (models:/mnist-mlp@champion, runs:/..., a folder), on
-    `runtime`: a model logged before ONNX exports has only torch."""
-    # Imported here: MLflow takes seconds to import, and a checkpoint needs none of it. First the
-    # project's MLflow settings (no progress bar, no retries against a server that is down): MLflow
-    # reads some of them when it is imported.
-    from mnist_pipeline.tracking import env
-
-    env.configure()
+    """The model logged in MLflow at `uri` (models:/NAME@champion, runs:/..., a folder), on `runtime`: a
+    model logged before ONNX exports has only torch."""
+    # Imported here: MLflow takes seconds to import, and a checkpoint needs none of it.
     import mlflow.pyfunc
     import pandas as pd  # with MLflow, which imports it anyway
     from mlflow.exceptions import MlflowException

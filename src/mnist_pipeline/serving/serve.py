@@ -2,12 +2,11 @@
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline import cli
 from mnist_pipeline.serving import inference, scoring
 
 
@@ -20,11 +19,11 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=len(os.sched_getaffinity(0)), help="server processes (default: one per core)"
     )
     args = parser.parse_args(argv)
-    try:
-        chosen = inference.from_options(args)  # loaded once here: a model that cannot load fails now, named
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return cli.run(lambda: _main(args), interrupted="the scoring server stopped")
+
+
+def _main(args: argparse.Namespace) -> int:
+    chosen = inference.from_options(args)  # loaded once here: a model that cannot load fails now, named
     print(f"serve: model {chosen.about} on http://{args.host}:{args.port}/invocations (Ctrl-C stops)", flush=True)
     with tempfile.TemporaryDirectory(prefix="mnist-serve-") as folder:
         model = _local_model(chosen.mlflow_uri, args, Path(folder) / "model")
@@ -47,14 +46,12 @@ def _local_model(uri: str | None, args: argparse.Namespace, folder: Path) -> str
 
 def _serve(model: str, runtime: str, host: str, port: int, workers: int) -> int:
     """MLflow's scoring app (serving/scoring.py) in uvicorn, as `mlflow models serve` runs it, with
-    `workers` processes. No access log: a line per request costs more than the model does."""
+    `workers` processes. No access log: a line per request costs more than the model does. In a process
+    group of its own, stopped whole (uvicorn and its workers) on Ctrl-C or SIGTERM."""
     env = {**os.environ, scoring.MODEL: model, scoring.RUNTIME: runtime}
     app = f"{scoring.__name__}:{scoring.create_app.__name__}"
     command = [sys.executable, "-m", "uvicorn", "--factory", app, "--host", host, "--port", str(port)]
-    try:
-        return subprocess.call([*command, "--workers", str(workers), "--no-access-log"], env=env)
-    except KeyboardInterrupt:  # the server got the same Ctrl-C and stops by itself
-        return 130
+    return cli.call([*command, "--workers", str(workers), "--no-access-log"], env=env)
 
 
 if __name__ == "__main__":

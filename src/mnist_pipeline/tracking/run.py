@@ -25,6 +25,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mnist_pipeline import cli
 from mnist_pipeline.config import Params, flatten
 from mnist_pipeline.data.catalog import Dataset
 from mnist_pipeline.errors import TrackingError, brief
@@ -96,19 +97,20 @@ class Run:
         and the model (`checkpoint` and its ONNX export); register the model, the card its version's
         description. Returns (version, became champion). Only the per-epoch scores are metrics: the UI
         charts every metric, and 13 robustness bar charts came before the per-epoch curves, in a
-        section of their own."""
-        self.flush()
-        patiently = functools.partial(patience.patiently, self.uri)
-        for name, text in evaluation.items():
-            patiently(functools.partial(mlflow.log_text, text, f"metrics/{name}"))
-        with tempfile.TemporaryDirectory() as folder:
-            for name, png in figures.items():
-                (Path(folder) / name).write_bytes(png)
-            patiently(lambda: mlflow.log_artifacts(folder, "plots"))
-        patiently(lambda: mlflow.log_text(card, CARD))
-        model_uri = patiently(lambda: registry.log_model(checkpoint, exported, example))
-        patiently(lambda: mlflow.set_tag(MODEL_DIGEST_TAG, digest(checkpoint)))
-        return patiently(lambda: registry.register(registered_model, model_uri, test_accuracy, dataset.name, card))
+        section of their own. Ctrl-C and SIGTERM wait until it is done (cli.held)."""
+        with cli.held():
+            self.flush()
+            patiently = functools.partial(patience.patiently, self.uri)
+            for name, text in evaluation.items():
+                patiently(functools.partial(mlflow.log_text, text, f"metrics/{name}"))
+            with tempfile.TemporaryDirectory() as folder:
+                for name, png in figures.items():
+                    (Path(folder) / name).write_bytes(png)
+                patiently(lambda: mlflow.log_artifacts(folder, "plots"))
+            patiently(lambda: mlflow.log_text(card, CARD))
+            model_uri = patiently(lambda: registry.log_model(checkpoint, exported, example))
+            patiently(lambda: mlflow.set_tag(MODEL_DIGEST_TAG, digest(checkpoint)))
+            return patiently(lambda: registry.register(registered_model, model_uri, test_accuracy, dataset.name, card))
 
     def chosen_by(self, params: Params) -> str | None:
         """The search that chose this run's params, in words, when the run is a study's winner (the DVC
@@ -178,16 +180,21 @@ def lifetime(
     """Own a run's whole life: `start()` opens it (and returns its id), then the block records into it.
     It ends FINISHED when the block ends or raises one of `finishes` (a pruned trial), FAILED on an error,
     KILLED on Ctrl-C or SIGTERM; never left RUNNING, a failed start included. `state_tag`, if given,
-    names a tag that says which: complete, pruned, failed or interrupted."""
+    names a tag that says which: complete, pruned, failed or interrupted. Ctrl-C and SIGTERM wait while
+    it starts and ends the run (cli.held): a run half made or half closed is not left RUNNING."""
+    run: Run | None = None
     try:
-        run_id = start()
-    except Exception:
-        end("FAILED", uri)  # a run started before the error is not left RUNNING
-        raise
-    except BaseException:
+        with cli.held():
+            try:
+                run = Run(start(), experiment_id, uri)
+            except Exception:
+                end("FAILED", uri)  # a run started before the error is not left RUNNING
+                raise
+    except KeyboardInterrupt:  # one that waited for the start: the run, made, ends at once
+        if run:
+            run.stop()
         end("KILLED", uri)
         raise
-    run = Run(run_id, experiment_id, uri)
     try:
         yield run
     except finishes:
@@ -203,14 +210,15 @@ def lifetime(
 
 
 def _close(run: Run, state: str, status: str, state_tag: str | None) -> None:
-    if status == "FINISHED":
-        run.flush()
-    else:
-        run.stop()
-    if state_tag:
-        with contextlib.suppress(Exception):  # a failing run is marked once, without waiting
-            mlflow.set_tag(state_tag, state)
-    end(status, run.uri)
+    with cli.held():
+        if status == "FINISHED":
+            run.flush()
+        else:
+            run.stop()
+        if state_tag:
+            with contextlib.suppress(Exception):  # a failing run is marked once, without waiting
+                mlflow.set_tag(state_tag, state)
+        end(status, run.uri)
 
 
 @contextlib.contextmanager
