@@ -30,12 +30,15 @@ repro: $(VENV)/.installed
 
 # Lint and format check (ruff), then the type checker (mypy); their settings are in pyproject.toml.
 lint: $(VENV)/.installed
-	ruff check src tests bench
-	ruff format --check src tests bench
+	ruff check src tests bench conf
+	ruff format --check src tests bench conf
 	mypy
 
+# Two workers (the test files shared between them, each file on one worker: its module fixtures are
+# built once); the 30 slowest tests listed at the end.
+TEST_WORKERS ?= 2
 test: lint
-	pytest
+	pytest -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 ui: $(VENV)/.installed
 	python -m mnist_pipeline.ui

@@ -9,7 +9,10 @@ an epoch of the `cnn-aug` recipe in our loop against the same CNN in plain fp32 
 Everything is measured in this one run, the two loops interleaved, so the machine's noise hits
 both alike. The last line is machine-readable: speedup=<ratio> tuned_accuracy=<fraction>
 tuned_seconds=<s> floor_ratio=<ours/floor> contended_ratio=<busy/alone> parallel_ratio=<two/alone>
-article_epoch_seconds=<s> cnn_epoch_seconds=<s> cnn_speedup=<plain/ours> bf16_floor_ratio=<ours/bf16 floor>
+article_epoch_seconds=<s> cnn_epoch_seconds=<s> cnn_speedup=<plain/ours> bf16_floor_ratio=<ours/bf16 floor>,
+then inference on onnxruntime against PyTorch (runtimes.py), for the MLP and the CNN:
+<kind>_onnx_single_speedup=<torch/onnx, one image> <kind>_onnx_batch_speedup=<torch/onnx, batch 256>
+<kind>_onnx_single_us=<us> <kind>_onnx_batch_ms=<ms>
 """
 
 import argparse
@@ -33,67 +36,23 @@ import yaml
 from torch import nn
 from torchvision.transforms import ToTensor
 
-from mnist_pipeline.config import Params
+from mnist_pipeline import recipes
+from mnist_pipeline.config import Params, dotted
 from mnist_pipeline.data.splits import load_split
 from mnist_pipeline.sweep.spec import with_values
 from mnist_pipeline.training import device as compute
 from mnist_pipeline.training import engine
 from mnist_pipeline.training.model import CNN
 
+import runtimes
+
 TARGET = 0.983
-# The tuned recipe: the `mlp` search's winner (sweep.yaml), chosen on a validation split held out of
-# the training set, never on the test set: `python -m mnist_pipeline.sweep promote mlp` ran it as
-# the DVC experiment mlp-best. docs/performance.md gives it as a `dvc exp run -S` command built
-# from this mapping; a test keeps the two in step.
-TUNED = {
-    "model.kind": "mlp",
-    "model.normalize": True,
-    "model.hidden": [512],
-    "model.dropout": 0.08677557846901182,
-    "train.optimizer": "sgd",
-    "train.schedule": "onecycle",
-    "train.lr": 0.0439045111236849,
-    "train.batch_size": 64,
-    "train.momentum": 0.6329247899586824,
-    "train.weight_decay": 0.0003074796345913286,
-    "train.label_smoothing": 0.06514032868866645,
-    "train.augment.rotation": 7.340974814945813,
-    "train.augment.translate": 1.1776938977334077,
-    "train.augment.scale": 0.087178992594216,
-    "train.epochs": 20,
-}
-
-
-# The `cnn-aug` recipe (README): the `cnn` search's winner with stroke and noise augmentation; bf16 and
-# 8 epochs (not fp32 and 10) chosen on the study's validation split (bench/variants.py: 0.9943 each way).
-# Its epoch is timed in our loop.
-CNN_AUG = {
-    "model.kind": "cnn",
-    "model.normalize": True,
-    "model.channels": [32, 64, 128],
-    "model.hidden": [128],
-    "model.dropout": 0.10804474779018819,
-    "train.optimizer": "adamw",
-    "train.schedule": "onecycle",
-    "train.lr": 0.009313916797472486,
-    "train.batch_size": 256,
-    "train.weight_decay": 0.021784558636141853,
-    "train.label_smoothing": 0.02965276119003796,
-    "train.augment.rotation": 12.944898533988333,
-    "train.augment.translate": 2.9502020315259383,
-    "train.augment.scale": 0.02457633621070481,
-    "train.augment.shear": 5.973339439328592,
-    "train.epochs": 8,
-    "train.augment.stroke": 0.2,
-    "train.augment.noise": 0.2,
-    "train.precision": "bf16",
-}
-
-
-def tuned_command() -> str:
-    """The command docs/performance.md gives for the tuned run."""
-    value = lambda v: str(v).lower() if isinstance(v, bool) else str(v)  # noqa: E731
-    return "dvc exp run -n mlp-best " + " ".join(f"-S {k}={value(v)}" for k, v in TUNED.items())
+# The tuned recipe, conf/experiment/mlp-best.yaml: the `mlp` search's winner (sweep.yaml), chosen on a
+# validation split held out of the training set, never on the test set. `python -m mnist_pipeline.sweep
+# promote mlp` wrote it; `dvc exp run -n mlp-best -S experiment=mlp-best` runs it in the pipeline.
+TUNED_RECIPE = "mlp-best"
+# The recipe whose CNN epoch is timed in our loop against plain fp32 NCHW autograd (README's cnn-aug).
+CNN_RECIPE = "cnn-aug"
 
 
 # ---- The article's code as published: its model, loops and settings; only the prints are gone. ----
@@ -331,13 +290,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cnn-repeats", type=int, default=2, help="epochs of the CNN recipe, each way")
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="folder for the plot")
     parser.add_argument("--target", type=float, default=TARGET, help="test accuracy the tuned run is timed to")
+    parser.add_argument(
+        "--inference-calls", type=int, default=runtimes.CALLS, help="timed one-image calls of each runtime"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
 
     article_params = with_overrides(args.params, {})
-    tuned_params = with_overrides(args.params, TUNED)
+    recipe = recipes.recipe(args.params.resolve().parent, TUNED_RECIPE)  # conf/ lies beside params.yaml
+    tuned_params = with_overrides(args.params, dotted(recipe))
     default_threads = torch.get_num_threads()  # the article's loop runs as published, on torch's default
     dev = compute.setup()  # as the train stage sets up: its thread count, deterministic kernels on CUDA
     print(
@@ -428,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     tuned_seconds = statistics.median(r[0] for r in runs)
     tuned_accuracy = runs[0][1]
     curves["tuned"] = runs[0][2]
-    print(f"tuned        : {tuned_command()}")
+    print(f"tuned        : recipe {TUNED_RECIPE}: dvc exp run -n {TUNED_RECIPE} -S experiment={TUNED_RECIPE}")
     print(
         f"tuned        : test accuracy {tuned_accuracy:.4f}; reached {args.target} after {tuned_seconds:.1f} s "
         f"of training (median of {args.tuned_repeats})"
@@ -446,19 +409,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"plot         : {args.out / 'accuracy_vs_time.png'}")
 
-    cnn_params = with_overrides(args.params, CNN_AUG)
+    cnn_params = with_overrides(args.params, dotted(recipes.recipe(args.params.resolve().parent, CNN_RECIPE)))
     cnn, plain = (statistics.median(t) for t in cnn_epochs(cnn_params, data, args.cnn_repeats))
     precision = compute.precision(cnn_params.train.precision, dev)
     print(
-        f"cnn-aug      : one epoch of {n_train:,} images: {cnn:.1f} s in our loop ({precision}, "
+        f"{CNN_RECIPE}      : one epoch of {n_train:,} images: {cnn:.1f} s in our loop ({precision}, "
         f"channels_last), {plain:.1f} s as plain fp32 NCHW autograd: {plain / cnn:.2f}x "
         f"(median of {args.cnn_repeats}, interleaved)"
     )
+    served = runtimes.report(article_params.model, args.inference_calls)
     print(
         f"speedup={speedup:.2f} tuned_accuracy={tuned_accuracy:.4f} tuned_seconds={tuned_seconds:.2f} "
         f"floor_ratio={ours_s / floor:.2f} contended_ratio={contended / ours_s:.2f} "
         f"parallel_ratio={statistics.mean(pair) / ours_s:.2f} article_epoch_seconds={article_s:.2f} "
-        f"cnn_epoch_seconds={cnn:.2f} cnn_speedup={plain / cnn:.2f} bf16_floor_ratio={ours_s / fast_floor:.2f}"
+        f"cnn_epoch_seconds={cnn:.2f} cnn_speedup={plain / cnn:.2f} bf16_floor_ratio={ours_s / fast_floor:.2f} "
+        + " ".join(f"{k}={v}" for k, v in served.items())
     )
     return 0 if agree else 1
 

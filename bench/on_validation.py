@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial
 from mnist_pipeline.evaluation import robustness
 from mnist_pipeline.files import project_root
 from mnist_pipeline.sweep import spec as specs
-from mnist_pipeline.sweep.storage import SweepError, load_study, open_storage
+from mnist_pipeline.sweep.storage import SweepError, check_base, load_study, open_storage
 from mnist_pipeline.sweep.worker import validation_data, validation_epochs
 from mnist_pipeline.tracking.study_runs import best_trial
 from mnist_pipeline.training import device as compute
@@ -50,6 +50,7 @@ class Project:
         study = best = None
         if finished:
             study = load_study(args.study, open_storage(args.storage, root))
+            check_base(study, spec.base(base))  # trained again on today's params.yaml: it must be the study's
             best = best_trial(study)
             if best is None:
                 raise SweepError(f"study {args.study} has no complete trial yet")

@@ -4,8 +4,10 @@ pytest_plugins = [
     "support.synthetic",
     "support.tiny",
     "support.projects",
+    "support.studies",
     "support.digits",
     "support.hosts",
     "support.team_server",
     "support.browser",
+    "support.tiers",
 ]

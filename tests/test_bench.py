@@ -1,5 +1,5 @@
-"""The benchmark scripts run end to end (tiny sizes: they are not timed tests) and the docs quote the
-tuned recipe."""
+"""The benchmark scripts run end to end (tiny sizes: they are not timed tests) and the docs run the
+tuned recipe by name."""
 
 import importlib.util
 import re
@@ -49,6 +49,8 @@ def test_bench_runs_and_ends_with_its_machine_readable_line(tmp_path):
             "0.9",
             "--out",
             str(tmp_path / "out"),
+            "--inference-calls",
+            "30",
         ],
         cwd=REPO,
         env=env,
@@ -64,13 +66,21 @@ def test_bench_runs_and_ends_with_its_machine_readable_line(tmp_path):
         f"contended_ratio={number} parallel_ratio={number} article_epoch_seconds={number} "
         f"cnn_epoch_seconds={number} cnn_speedup={number} bf16_floor_ratio={number}"
     )
+    for kind in ("mlp", "cnn"):  # onnxruntime against PyTorch
+        fields += (
+            f" {kind}_onnx_single_speedup={number} {kind}_onnx_batch_speedup={number} "
+            f"{kind}_onnx_single_us=\\d+ {kind}_onnx_batch_ms={number}"
+        )
     assert re.fullmatch(fields, last), last
     assert "agree" in done.stdout and (tmp_path / "out" / "accuracy_vs_time.png").exists()
     assert "as plain fp32 NCHW autograd" in done.stdout and "bf16 floor   :" in done.stdout
+    assert "tuned        : recipe mlp-best: dvc exp run -n mlp-best -S experiment=mlp-best\n" in done.stdout
 
 
-def test_performance_guide_gives_the_tuned_recipe_the_benchmark_times():
-    assert load_bench().tuned_command() in (REPO / "docs" / "performance.md").read_text()
+def test_performance_guide_runs_the_recipe_the_benchmark_times():
+    name = load_bench().TUNED_RECIPE
+    assert (REPO / "conf" / "experiment" / f"{name}.yaml").is_file()
+    assert f"dvc exp run -n {name} -S experiment={name}\n" in (REPO / "docs" / "performance.md").read_text()
 
 
 BENCH_ENV = clean_env(PYTHONPATH=str(REPO / "src"))

@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from mnist_pipeline.tracking import registry
 
+from support.digits import exported
 from support.local_servers import stop
 from support.scoring import CHAMPION_URI, NAME, check_answer, inputs, post, start_serving, strokes
 from support.tools import REPO, clean_env
@@ -34,17 +35,17 @@ def folder(tmp_path, untrained_model) -> Path:
     return tmp_path
 
 
-def with_store(folder: Path, checkpoint: Path, test_accuracy: float | None) -> None:
+def with_store(folder: Path, checkpoint: Path, test_accuracy: float | None, name: str = NAME) -> None:
     """mlflow.db in `folder`; with a test accuracy, `checkpoint` logged and registered as the pipeline
-    does (tracking.register: the tag and the champion alias), else only an experiment."""
+    does (tracking.register: the tag and the champion alias) under `name`, else only an experiment."""
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     try:
         experiment = mlflow.create_experiment(NAME, artifact_location=(folder / "mlruns").as_uri())
         if test_accuracy is not None:
             with mlflow.start_run(experiment_id=experiment):
-                model_uri = registry.log_model(checkpoint, strokes())
-            assert registry.register(NAME, model_uri, test_accuracy, "mnist") == ("1", True)
+                model_uri = registry.log_model(checkpoint, exported(checkpoint), strokes())
+            assert registry.register(name, model_uri, test_accuracy, "mnist") == ("1", True)
     finally:
         mlflow.set_tracking_uri(previous)
 
@@ -96,6 +97,14 @@ def test_the_champion_when_the_store_has_one_and_the_options_still_choose(folder
     assert predict(folder, "--model-uri", f"models:/{NAME}/1").stderr.startswith(
         f"predict: model models:/{NAME}/1 (version 1,"
     )
+
+
+def test_the_champion_of_the_model_params_yaml_names(folder, untrained_model):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["tracking"]["registered_model"] = "digits"
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    with_store(folder, untrained_model, 0.9321, name="digits")
+    assert predict(folder).stderr == "predict: model models:/digits@champion (version 1, mlp, test accuracy 93.21%)\n"
 
 
 def test_a_store_without_a_champion_leaves_the_checkpoint(folder, untrained_model):

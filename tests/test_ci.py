@@ -133,6 +133,7 @@ def compare(root: Path, tolerance: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_reproduced_bytes_pass_at_tolerance_zero(committed):
     write(committed, json.loads(json.dumps(HISTORY)), json.loads(json.dumps(EVAL)))  # rewritten, the same bytes
     done = compare(committed, "0")
@@ -140,6 +141,7 @@ def test_reproduced_bytes_pass_at_tolerance_zero(committed):
     assert done.stdout.splitlines() == ["metrics/history.json: identical", "metrics/eval.json: identical"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("file", ["history", "eval"])
 def test_any_byte_that_differs_fails_at_tolerance_zero(committed, file):
     history, evaluation = json.loads(json.dumps(HISTORY)), json.loads(json.dumps(EVAL))
@@ -150,6 +152,7 @@ def test_any_byte_that_differs_fails_at_tolerance_zero(committed, file):
     assert f"error: metrics/{file}.json: differs from the committed file (tolerance 0: bytes must match)" in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("metric", ["test_accuracy", "test_loss"])
 @pytest.mark.parametrize(("moved", "passes"), [(0.0015, True), (0.0025, False)])
 def test_the_tolerance_gates_accuracy_and_loss_in_the_final_report(committed, metric, moved, passes):
@@ -161,6 +164,7 @@ def test_the_tolerance_gates_accuracy_and_loss_in_the_final_report(committed, me
         assert f"error: metrics/eval.json: {metric} moved by {moved:.6f} > 0.002" in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("metric", ["test_accuracy", "test_loss"])
 def test_the_tolerance_gates_every_epoch(committed, metric):
     history = json.loads(json.dumps(HISTORY))
@@ -171,6 +175,7 @@ def test_the_tolerance_gates_every_epoch(committed, metric):
     assert f"error: metrics/history.json: 0.{metric} moved by 0.010000 > 0.002" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_different_number_of_epochs_fails(committed):
     write(committed, HISTORY[:1], EVAL)
     done = compare(committed, "0.002")

@@ -43,6 +43,7 @@ def _rank(rank: int, size: int, port: int, params, data_dir: Path, out: Path) ->
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("augment", [False, True])
 def test_two_ranks_end_with_identical_weights_and_the_curve_of_one_process(params, tmp_path, augment):
     data = write_synthetic_mnist(tmp_path / "data", N_TRAIN, N_TEST)
@@ -124,6 +125,7 @@ def test_two_processes_match_one_and_rerun_byte_identically(two_processes, tmp_p
         assert (again / name).read_bytes() == (workdir / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_a_batch_that_does_not_split_is_refused(tmp_path):
     workdir = make_workdir(tmp_path, processes=3)
     done = train(workdir)

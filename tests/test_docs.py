@@ -8,9 +8,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import yaml
 
-from mnist_pipeline.config import Params, flatten, from_dict, load_params
+from mnist_pipeline import recipes
+from mnist_pipeline.config import Params, flatten, from_dict, load_params, merged
 from mnist_pipeline.errors import ParamsError
 
 from support.tools import REPO, clean_env
@@ -140,10 +142,19 @@ def helps(modules: set[str]) -> dict[str, list]:
 
 
 def set_params_problem(assignments: list[str]) -> str | None:
-    """Why params.yaml with these `-S key=value` (values read as YAML, as DVC reads them) is refused, or None."""
+    """Why params.yaml with these `-S key=value` (values read as YAML, as DVC reads them) is refused, or None.
+    `-S experiment=NAME` names a recipe, put in first as Hydra composes it, whatever the order."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    named = [a.partition("=")[2] for a in assignments if a.startswith(f"{recipes.GROUP}=")]
+    for name in named:
+        try:
+            raw = merged(raw, recipes.recipe(REPO, name))
+        except ParamsError as exc:
+            return f"-S {recipes.GROUP}={name}: {exc}"
     for assignment in assignments:
         key, _, value = assignment.partition("=")
+        if key == recipes.GROUP:
+            continue
         *parents, leaf = key.split(".")
         node = raw
         for name in parents:
@@ -237,6 +248,7 @@ def test_every_make_target_quoted_is_in_the_makefile():
     assert not missing, f"not targets of the Makefile: {missing}"
 
 
+@pytest.mark.slow
 def test_every_module_quoted_answers_help_with_its_subcommands_and_options():
     calls = module_calls()
     assert {"mnist_pipeline.predict", "mnist_pipeline.server", "mnist_pipeline.stages.train"} <= {
@@ -270,6 +282,22 @@ def test_every_set_param_names_a_key_and_passes_validation():
     ]
     assert sum(len(a) for _, a in runs) >= 20
     problems = [f"{doc}: {problem}" for doc, assignments in runs if (problem := set_params_problem(assignments))]
+    assert not problems, "\n".join(problems)
+
+
+def test_every_recipe_command_is_short_and_names_its_experiment_after_its_recipe():
+    runs = [
+        (where(doc), line.split("#")[0].strip())
+        for doc in DOCS
+        for line in fenced_lines(doc)
+        if line.startswith("dvc exp run") and f"-S {recipes.GROUP}=" in line
+    ]
+    assert ("README.md", "dvc exp run -n cnn-aug -S experiment=cnn-aug") in runs
+    problems = []
+    for doc, command in runs:
+        recipe = re.search(rf"-S {recipes.GROUP}=(\S+)", command)[1]
+        if len(command) > 100 or not re.search(rf"-n {re.escape(recipe)}\S* ", command):
+            problems.append(f"{doc}: {command} ({len(command)} characters)")
     assert not problems, "\n".join(problems)
 
 

@@ -137,7 +137,7 @@ def test_resume_gives_the_uninterrupted_result(params, tiny_mnist, tmp_path, aug
     train, test = load_split(tiny_mnist, train=True), load_split(tiny_mnist, train=False)
     training = engine.Training.create(params, len(train), CPU)
     first = next(engine.fit(training, train, test, params.train, split="test"))
-    key = resume.fingerprint(params, raw.digest(tiny_mnist), "cpu")
+    key = resume.fingerprint(params, raw.fingerprint(raw.checksums(tiny_mnist)), "cpu")
     resume.ResumeState(tmp_path / "state.pt", key, enabled=True).save("run-1", [first], training)
 
     fresh = engine.Training.create(dataclasses.replace(params, seed=99), len(train), CPU)  # state overrides all
@@ -153,11 +153,11 @@ def saved_state(params, tiny_mnist, tmp_path):
     """A state file saved by a run of `params` on `tiny_mnist`; restore(p, folder) tries it for other runs."""
     training = engine.Training.create(params, 512, CPU)
     path = tmp_path / "state.pt"
-    key = resume.fingerprint(params, raw.digest(tiny_mnist), "cpu")
+    key = resume.fingerprint(params, raw.fingerprint(raw.checksums(tiny_mnist)), "cpu")
     resume.ResumeState(path, key, enabled=True).save("run-1", [], training)
 
     def restore(other_params, data_dir=tiny_mnist):
-        key = resume.fingerprint(other_params, raw.digest(data_dir), "cpu")
+        key = resume.fingerprint(other_params, raw.fingerprint(raw.checksums(data_dir)), "cpu")
         return resume.ResumeState(path, key, enabled=True).restore(engine.Training.create(other_params, 512, CPU))
 
     return restore
@@ -201,7 +201,7 @@ def test_resume_state_is_kept_when_only_tracking_or_the_resume_switch_change(par
 
 def test_resume_state_is_thrown_away_on_another_device(params, tiny_mnist):
     # The CPU's hand-written step and CUDA's autograd step round differently: no resuming across them.
-    digest = raw.digest(tiny_mnist)
+    digest = raw.fingerprint(raw.checksums(tiny_mnist))
     assert resume.fingerprint(params, digest, "cuda") != resume.fingerprint(params, digest, "cpu")
 
 
@@ -221,7 +221,7 @@ def test_a_state_of_the_hand_written_step_loads_into_a_training_with_an_optimize
 
 def test_resume_off_neither_saves_nor_restores(params, tiny_mnist, tmp_path):
     training = engine.Training.create(params, 512, CPU)
-    key = resume.fingerprint(params, raw.digest(tiny_mnist), "cpu")
+    key = resume.fingerprint(params, raw.fingerprint(raw.checksums(tiny_mnist)), "cpu")
     off = resume.ResumeState(tmp_path / "state.pt", key, enabled=False)
     off.save("run-1", [{"epoch": 1}], training)
     assert not (tmp_path / "state.pt").exists()

@@ -8,7 +8,7 @@ import pytest
 
 from mnist_pipeline.evaluation.robustness import DISTORTIONS
 
-from support.projects import EPOCHS, assert_complete_run, make_project, project_runs, store
+from support.projects import EPOCHS, assert_complete_run, committed_run, exp_params, exp_values, project_runs, store
 from support.tools import REPO, clean_env, run_queue, sh
 
 pytestmark = pytest.mark.slow
@@ -17,11 +17,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
     """A project whose default run (lr 0.1, batch 32) is committed, as this repo's is."""
-    root = make_project(tmp_path_factory.mktemp("experiments"))
-    sh("dvc", "repro", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "baseline run", cwd=root)
-    return root
+    return committed_run(tmp_path_factory.mktemp("experiments"))
 
 
 @pytest.fixture(scope="module")
@@ -58,22 +54,6 @@ def experiments(baseline):
     return ran, back
 
 
-def exp_rows(root) -> dict:
-    """dvc exp show --json, as {experiment name: {param: value}}."""
-    return exp_values(root, "params", "params.yaml")
-
-
-def exp_values(root, kind: str, path: str) -> dict:
-    """dvc exp show --json, as {experiment name: the values of `path`}; kind: params or metrics."""
-    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=root).stdout)
-    rows = {}
-    for baseline in shown:
-        for exp in baseline.get("experiments") or []:
-            for revision in exp["revs"]:
-                rows[revision["name"]] = revision["data"][kind][path]["data"]
-    return rows
-
-
 def test_readme_compares_experiments_headline_first_in_120_columns(baseline, experiments):
     ran, _ = experiments
     (line,) = [line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("dvc exp show")]
@@ -90,7 +70,7 @@ def test_readme_compares_experiments_headline_first_in_120_columns(baseline, exp
 
 def test_dvc_lists_every_experiment_with_its_params(baseline, experiments):
     ran, _ = experiments
-    rows = exp_rows(baseline)
+    rows = exp_params(baseline)
     for name, (lr, batch_size, epochs) in ran.items():
         assert (rows[name]["train"]["lr"], rows[name]["train"]["batch_size"], rows[name]["train"]["epochs"]) == (
             lr,

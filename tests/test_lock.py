@@ -39,6 +39,7 @@ def test_the_lock_holds_pyprojects_direct_pins_and_hashes_for_every_package():
     assert all("--hash=sha256:" in block for block in requirements if "==" in block)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="not in a virtual environment built by `make`")
 def test_the_environment_is_exactly_the_lock():
     installed = {canonical(d.metadata["Name"]): d.version for d in metadata.distributions()}

@@ -3,11 +3,15 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
+from dvc.repo import Repo
 
+from mnist_pipeline.config import dotted
 from mnist_pipeline.evaluation.robustness import DISTORTIONS
+from mnist_pipeline.serving import onnx_model
 
 from support.projects import EPOCHS, N_TEST, assert_complete_run, project_runs, recorded_run_id, store
 from support.tools import clean_env, sh
@@ -44,7 +48,7 @@ def test_repro_writes_every_output(project):
     for name in ("loss", "accuracy", "samples", "confusion", "robustness"):
         assert (root / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"download", "train", "evaluate", "plot"}
+    assert set(lock["stages"]) == {"conf", "download", "train", "evaluate", "plot"}
 
 
 def run_stage(root, name: str, **options) -> str:
@@ -122,12 +126,40 @@ def test_the_run_holds_the_whole_record(project):
     assert dataset_input.dataset.name == "mnist" and len(dataset_input.dataset.digest) == 16
 
 
-def dotted(values: dict, prefix: str = "") -> dict:
-    """params.yaml's values by their dotted names, groups within groups too (train.augment.rotation)."""
-    flat: dict = {}
-    for key, value in values.items():
-        flat |= dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}
-    return flat
+def test_the_onnx_export_is_a_dvc_output_and_beside_the_model_in_the_record(project):
+    root, repro = project
+    outs = [out["path"] for out in yaml.safe_load((root / "dvc.lock").read_text())["stages"]["train"]["outs"]]
+    assert "models/model.onnx" in outs
+    session = onnx_model.load(root / "models/model.onnx", root / "models/model.pt")  # exported from that very file
+    assert session.about.kind == "mlp"
+    client = store(root)
+    (version,) = client.search_model_versions(f"name = 'mnist-mlp' and run_id = '{recorded_run_id(repro.stdout)}'")
+    location = client.get_logged_model(version.source.removeprefix("models:/")).artifact_location
+    logged = Path(location.removeprefix("file://"))  # the store's own folder: mlruns/ in the project
+    assert (logged / "artifacts/model.onnx").read_bytes() == (root / "models/model.onnx").read_bytes()
+    assert (logged / "artifacts/model.pt").read_bytes() == (root / "models/model.pt").read_bytes()
+
+
+def test_the_model_card_reads_the_same_in_dvc_yaml_and_mlflow(project):
+    root, repro = project
+    entry = yaml.safe_load((root / "dvc.yaml").read_text())["artifacts"]["mnist-mlp"]
+    assert (entry["path"], entry["type"], entry["labels"]) == (
+        "models/model.pt",
+        "model",
+        ["mlp", "mnist", "pytorch", "onnx"],
+    )
+    text = entry["desc"]
+    evaluation = json.loads((root / "metrics/eval.json").read_text())
+    assert text.startswith("# mnist-mlp: MLP 784-32-16-10 on mnist\n")
+    assert f"**Test accuracy {evaluation['test_accuracy']:.4f}**, loss {evaluation['test_loss']:.4f}" in text
+    run_id = recorded_run_id(repro.stdout)
+    client = store(root)
+    (version,) = client.search_model_versions(f"name = 'mnist-mlp' and run_id = '{run_id}'")
+    assert version.description == text
+    assert Path(client.download_artifacts(run_id, "model_card.md", str(root / "downloaded"))).read_text() == text
+    # DVC's own reading of the entry: the model, with the same card.
+    (artifact,) = Repo(str(root)).artifacts.read()["dvc.yaml"].values()
+    assert (artifact.type, artifact.desc, artifact.labels) == ("model", text, entry["labels"])
 
 
 def test_second_repro_does_nothing(project):
@@ -161,6 +193,9 @@ def test_a_fresh_clone_records_the_whole_run_though_dvc_skips_evaluate(fresh_clo
     assert "Stage 'evaluate' didn't change, skipping" in repro.stdout
     assert (clone / "metrics/eval.json").read_bytes() == (original / "metrics/eval.json").read_bytes()
     assert_complete_run(store(clone), recorded_run_id(repro.stdout), EPOCHS)
+    # The model card in dvc.yaml and the ONNX export come out byte-identical too: git and DVC see no change.
+    assert sh("git", "status", "--porcelain", "dvc.yaml", cwd=clone).stdout == ""
+    assert (clone / "models/model.onnx").read_bytes() == (original / "models/model.onnx").read_bytes()
 
 
 def test_after_a_fresh_clone_the_champion_resolves_and_predicts(fresh_clone):

@@ -25,6 +25,7 @@ def drawn(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_each_bad_image_gets_one_error_line_and_the_others_are_still_predicted(untrained_model, tmp_path):
     good_png = drawn(tmp_path / "one.png")
     drawn(tmp_path / "one.jpg")

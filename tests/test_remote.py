@@ -24,7 +24,7 @@ import pytest
 import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 
-from support.projects import make_project
+from support.projects import committed_run
 from support.tools import REPO, clean_env, sh
 
 pytestmark = pytest.mark.slow
@@ -233,11 +233,7 @@ def no_user_credentials(monkeypatch, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """The tiny project after one real `dvc repro`, committed: shared by both remotes (training is the slow part)."""
-    root = make_project(tmp_path_factory.mktemp("trained"))
-    sh("dvc", "repro", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "trained", cwd=root)
-    return root
+    return committed_run(tmp_path_factory.mktemp("trained"))
 
 
 def lock_outputs(root: Path) -> list[str]:

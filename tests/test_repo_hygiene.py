@@ -19,6 +19,7 @@ def test_git_ignores_every_datasets_folder_so_dvc_writes_no_gitignore_there(tmp_
         assert sh("git", "check-ignore", "-q", f"data/{name}", cwd=tmp_path, check=False).returncode == 0, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "module", ["mnist_pipeline.data.preprocess", "mnist_pipeline.ui", "mnist_pipeline.tracking.env"]
 )
@@ -33,3 +34,18 @@ def test_loads_without_torch(module):
         timeout=120,
     )
     assert done.returncode == 0, done.stderr or f"{module} imported torch"
+
+
+def test_the_unmarked_tier_refuses_programs_and_processes_but_git():
+    # This test is unmarked: tests/support/tiers.py watches it as every other test of its tier.
+    import multiprocessing
+    import subprocess
+    import sys
+
+    from support.tiers import NotInProcess
+
+    with pytest.raises(NotInProcess, match="this test runs python: mark it slow"):
+        subprocess.run([sys.executable, "-c", "pass"])
+    with pytest.raises(NotInProcess, match="this test starts a process: mark it slow"):
+        multiprocessing.get_context("spawn").Process(target=print).start()
+    assert subprocess.run(["git", "--version"], capture_output=True).returncode == 0

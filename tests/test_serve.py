@@ -6,6 +6,7 @@ Where real MNIST is available (MNIST_MIRROR) it is the session's trained model, 
 weights: the form of the answers is the same, only the real-digit test needs the trained one.
 """
 
+import base64
 import json
 import re
 import subprocess
@@ -24,8 +25,19 @@ from PIL import Image, ImageDraw
 from mnist_pipeline.serving import inference
 from mnist_pipeline.tracking import registry
 
+from support.digits import as_scanned, exported
 from support.local_servers import stop
-from support.scoring import CHAMPION_URI, LOOPBACK, NAME, check_answer, inputs, post, start_serving, strokes
+from support.scoring import (
+    CHAMPION_URI,
+    LOOPBACK,
+    NAME,
+    check_answer,
+    images_table,
+    inputs,
+    post,
+    start_serving,
+    strokes,
+)
 from support.tools import MNIST_MIRROR, REPO, clean_env
 
 pytestmark = pytest.mark.slow
@@ -41,7 +53,7 @@ def champion(request, untrained_model, tmp_path_factory) -> Iterator[tuple[str, 
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.create_experiment(NAME, artifact_location=(root / "mlruns").as_uri())
     with mlflow.start_run(experiment_id=experiment):
-        model_uri = registry.log_model(checkpoint, strokes())
+        model_uri = registry.log_model(checkpoint, exported(checkpoint), strokes())
     version = mlflow.register_model(model_uri, NAME).version
     MlflowClient(uri).set_registered_model_alias(NAME, "champion", version)
     yield uri, root, checkpoint
@@ -87,9 +99,9 @@ def test_reads_real_test_digits(scoring_server, real_digits):
         (
             json.dumps({"inputs": np.zeros((2, 28, 28)).tolist()}).encode(),
             "application/json",
-            r"Shape of input \(2, 28, 28\) does not match expected shape \(-1, 1, 28, 28\)",
+            r"pixels must have the shape \(N, 1, 28, 28\), N at least 1; got \(2, 28, 28\)",
         ),
-        (json.dumps({"inputs": [[["a"]]]}).encode(), "application/json", "could not convert string to float"),
+        (json.dumps({"inputs": [[["a"]]]}).encode(), "application/json", "pixel values must be numbers"),
         (json.dumps({"pixels": [0.5]}).encode(), "application/json", "must be a JSON dictionary with exactly one of"),
         (b"1,2,3", "text/plain", "only supports the following content types"),
     ],
@@ -105,25 +117,115 @@ def test_malformed_input_gets_4xx_with_a_message_and_serving_goes_on(scoring_ser
     assert status == 200 and check_answer(answer, 3)
 
 
+@pytest.fixture(scope="module")
+def scans(request, tmp_path_factory) -> list[Path]:
+    """Digits as files from a scanner or a phone, PNG and JPEG: 20 real test digits made to look scanned
+    where MNIST_MIRROR is set, else a 1, a 0 and a 7 drawn with a pen."""
+    folder = tmp_path_factory.mktemp("scans")
+    if MNIST_MIRROR:
+        digits, _ = request.getfixturevalue("real_digits")
+        pages = [
+            as_scanned(d, seed, dark_ink=seed % 2 == 0, colour=seed % 3 == 0) for seed, d in enumerate(digits[::5])
+        ]
+    else:
+        pages = [Image.fromarray((255 - image[0] * 255).astype(np.uint8)).resize((120, 120)) for image in strokes()]
+    files = [folder / f"{n}.{'jpg' if n % 2 else 'png'}" for n in range(len(pages))]
+    for page, path in zip(pages, files, strict=True):
+        page.save(path)
+    return files
+
+
+def test_a_scanned_digit_gets_the_same_answer_over_http_as_from_predict(scoring_server, champion, scans):
+    uri, _, _ = champion
+    status, answer = post(scoring_server, images_table(scans))
+    assert status == 200, answer
+    classes = check_answer(answer, len(scans))
+    over_http = "".join(
+        f"{path.name}: {c} ({each['probabilities'][c]:.2f})\n"
+        for path, c, each in zip(scans, classes, answer["predictions"], strict=True)
+    )
+    predict = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.predict", *(path.name for path in scans)],
+        cwd=scans[0].parent,
+        env=clean_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO / "src")),
+        capture_output=True,
+        text=True,
+    )
+    assert predict.returncode == 0, predict.stderr
+    assert predict.stdout == over_http
+
+
+def nan_pixel() -> bytes:
+    pixels = np.zeros((1, 1, 28, 28)).tolist()
+    pixels[0][0][5][5] = float("nan")  # JSON's NaN, which Python's json (and MLflow's) reads
+    return json.dumps({"inputs": pixels}).encode()
+
+
+def table(*cells: str) -> bytes:
+    return json.dumps({"dataframe_split": {"columns": ["image"], "data": [[c] for c in cells]}}).encode()
+
+
+PNG = (REPO / "docs" / "demo.png").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (inputs(strokes() * 1e30), r"pixel values must be in \[0, 1\] \(MNIST-prepared\); found 1e\+30"),
+        (inputs(strokes() - 0.5), r"pixel values must be in \[0, 1\] \(MNIST-prepared\); found -0.5"),
+        (nan_pixel(), r"pixel values must be finite; found nan"),
+        (table(base64.b64encode(b"GIF89a, or any other bytes").decode()), r"image 1 of 1: not a PNG or JPEG image"),
+        (table(base64.b64encode(PNG[: len(PNG) // 2]).decode()), r"image 1 of 1: not a readable image"),
+        (table(base64.b64encode(PNG).decode(), "%%% not base64"), r"image 2 of 2: not valid base64"),
+        (b" " * (4 * 2**20 + 1), r"^request body over 4,194,304 bytes: send fewer or smaller images$"),
+    ],
+    ids=["huge", "negative", "nan", "not-an-image", "truncated", "not-base64", "too-large"],
+)
+def test_bad_pixels_and_images_get_400_with_one_message_and_serving_goes_on(scoring_server, body, message):
+    status, answer = post(scoring_server, body)
+    assert status == 400
+    assert set(answer) <= {"error_code", "message", "sqlstate", "error_class"}  # no stack trace
+    assert answer["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert re.search(message, answer["message"]) and len(answer["message"]) < 600, answer["message"]
+    status, answer = post(scoring_server, inputs(strokes()))
+    assert status == 200 and check_answer(answer, 3)
+
+
+def test_serve_on_onnx_answers_as_on_pytorch(scoring_server, champion, scans):
+    _, root, _ = champion
+    url, server, log = start_serving(root, clean_env(PYTHONPATH=str(REPO / "src")), "--runtime", "onnx")
+    try:
+        assert log.read_text().startswith(f"serve: model {CHAMPION_URI} (version 1, mlp, onnxruntime, ")
+        for body in (inputs(strokes()), images_table(scans)):
+            (torch_status, on_torch), (onnx_status, on_onnx) = post(scoring_server, body), post(url, body)
+            assert torch_status == onnx_status == 200
+            assert [a["class"] for a in on_onnx["predictions"]] == [a["class"] for a in on_torch["predictions"]]
+            np.testing.assert_allclose(
+                [a["probabilities"] for a in on_onnx["predictions"]],
+                [a["probabilities"] for a in on_torch["predictions"]],
+                atol=1e-5,
+            )
+    finally:
+        stop(server)
+
+
 def test_logged_model_declares_its_input_output_and_pins(champion):
     uri, _, _ = champion
     mlflow.set_tracking_uri(uri)
     info = mlflow.models.get_model_info(CHAMPION_URI)
-    assert info.signature.inputs.to_dict() == [
-        {"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": (-1, 1, 28, 28)}}
-    ]
+    assert info.signature.inputs is None  # pixels or images: the model checks them itself
     assert info.signature.outputs.to_dict() == [
         {"type": "long", "name": "class", "required": True},
         {"type": "array", "items": {"type": "double"}, "name": "probabilities", "required": True},
     ]
     local = Path(mlflow.artifacts.download_artifacts(CHAMPION_URI))
     pins = (local / "requirements.txt").read_text().split()
-    assert [p.split("==")[0] for p in pins] == ["torch", "numpy", "pandas", "mlflow"]
+    assert [p.split("==")[0] for p in pins] == ["torch", "numpy", "pandas", "mlflow", "pillow", "onnxruntime"]
     assert all(re.fullmatch(r"[a-z]+==\d+\.\d+\.\d+", p) for p in pins), pins
-    assert (local / "artifacts" / "model.pt").is_file()
+    assert (local / "artifacts" / "model.pt").is_file() and (local / "artifacts" / "model.onnx").is_file()
 
     answer = mlflow.pyfunc.load_model(CHAMPION_URI).predict(strokes())
-    assert list(answer.columns) == ["class", "probabilities"] and answer["class"].dtype == np.int64
+    assert [list(a) for a in answer] == [["class", "probabilities"]] * 3 and isinstance(answer[0]["class"], int)
 
 
 def test_predict_takes_the_model_from_the_store(champion, tmp_path):

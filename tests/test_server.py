@@ -86,6 +86,7 @@ def postmaster_pid(state: Path) -> int:
 # --- fast: refused before anything starts ---
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("password", [None, "", "eleven-char"])
 def test_start_without_a_good_admin_password_says_what_to_set(password):
     state = state_folder()
@@ -99,6 +100,7 @@ def test_start_without_a_good_admin_password_says_what_to_set(password):
         shutil.rmtree(state.parent)
 
 
+@pytest.mark.slow
 def test_start_on_a_busy_port_says_so():
     state = state_folder()
     with socket.socket() as taken:

@@ -30,6 +30,7 @@ def test_local_urls_put_ipv6_addresses_in_brackets(host, url):
     assert local_url(host, 5000) == url
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("host", "url_host"), [("127.0.0.3", "127.0.0.3"), ("::1", "[::1]"), ("[::1]", "[::1]")])
 @pytest.mark.parametrize("command", [["add-user", "dave"], ["grant", "dave", "shared", "READ"]])
 def test_admin_commands_go_to_mlflow_host(host, url_host, command):
@@ -69,6 +70,7 @@ def test_a_state_folder_made_by_start_is_private():
         shutil.rmtree(root.parent)
 
 
+@pytest.mark.slow
 @AS_ROOT
 @needs_postgres
 def test_a_state_folder_postgres_cannot_enter_is_refused_before_anything_starts():
@@ -126,6 +128,7 @@ def test_an_empty_secret_key_left_by_a_crash_is_replaced(tmp_path):
         ),
     ],
 )
+@pytest.mark.slow
 def test_a_studies_database_without_a_good_setting_is_refused_before_anything_starts(settings, message):
     state = state_folder()
     try:
@@ -137,6 +140,7 @@ def test_a_studies_database_without_a_good_setting_is_refused_before_anything_st
         shutil.rmtree(state.parent)
 
 
+@pytest.mark.slow
 def test_the_studies_port_must_differ_from_mlflows():
     state, port = state_folder(), free_port()
     try:

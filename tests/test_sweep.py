@@ -2,54 +2,28 @@
 scored on a validation split without the test files, every trial a complete child run, deterministic
 with one worker, Ctrl-C and a killed worker, and the winner promoted to a DVC experiment."""
 
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import optuna
 import pytest
 import yaml
 
+from mnist_pipeline import recipes
+from mnist_pipeline.config import Params, dotted, flatten, from_dict
+from mnist_pipeline.sweep import promote
 from mnist_pipeline.sweep import spec as specs
 from mnist_pipeline.sweep.__main__ import main
-from mnist_pipeline.sweep.storage import JOURNAL, open_storage
+from mnist_pipeline.sweep.storage import JOURNAL
 
 from support.projects import make_project, store
-from support.studies import sweep_folder, write_sweep
+from support.studies import at_call, search_runs, start_sweep, sweep, trials, trials_if_any, worker_pid, write_sweep
 from support.tools import REPO, clean_env, sh
-
-
-@pytest.fixture
-def folder(tmp_path) -> Path:
-    return sweep_folder(tmp_path)
-
-
-def start_sweep(root: Path, *args: str) -> subprocess.Popen:
-    """`python -m mnist_pipeline.sweep ARGS` in `root`, as a user runs it; Ctrl-C reaches it even where
-    the tests run in a background job (whose children ignore SIGINT)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "mnist_pipeline.sweep", *args],
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(PYTHONPATH=str(REPO / "src")),
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-
-
-def sweep(root: Path, *args: str) -> subprocess.CompletedProcess:
-    process = start_sweep(root, *args)
-    out, err = process.communicate(timeout=600)
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
-
-
-def trials(root: Path, name: str = "tiny") -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=name, storage=open_storage(None, root)).get_trials()
 
 
 @pytest.mark.parametrize(
@@ -81,6 +55,7 @@ def test_a_bad_sweep_file_is_one_error_line_before_any_work(folder, change, mess
     assert not (folder / JOURNAL).exists() and not (folder / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_an_unknown_study_and_an_unreachable_storage_are_one_error_line(folder):
     unknown = sweep(folder, "run", "mlp2")
     assert unknown.returncode == 1 and unknown.stderr.strip() == (
@@ -105,6 +80,7 @@ def test_values_drawn_are_checked_by_the_params_code():
     assert params.model.hidden == (512, 256) and params.train.lr == 0.001
 
 
+@pytest.mark.slow
 def test_one_worker_repeats_a_fresh_study_exactly_and_never_reads_the_test_files(folder, tmp_path_factory):
     other = tmp_path_factory.mktemp("again")
     for name in ("params.yaml", "sweep.yaml"):
@@ -128,6 +104,7 @@ def test_one_worker_repeats_a_fresh_study_exactly_and_never_reads_the_test_files
     ), first.stdout
 
 
+@pytest.mark.slow
 def test_every_trial_is_a_complete_child_run_of_the_study(folder):
     done = sweep(folder, "run", "tiny", "--workers", "2")
     assert done.returncode == 0, done.stderr
@@ -170,44 +147,29 @@ def test_every_trial_is_a_complete_child_run_of_the_study(folder):
     assert parent.data.metrics["best_val_accuracy"] == best.value
 
 
+@pytest.mark.slow
 def test_ctrl_c_fails_the_trial_and_run_again_continues_the_study(folder):
-    write_sweep(folder, trials=4, epochs=120, validation=200)
-    worker = start_sweep(folder, "run", "tiny")
-    deadline = time.monotonic() + 120
-    while not any(t.user_attrs.get("epochs_trained") for t in _trials_if_any(folder)):
-        assert time.monotonic() < deadline and worker.poll() is None, worker.communicate()
-        time.sleep(0.2)
-    worker.send_signal(signal.SIGINT)
-    out, err = worker.communicate(timeout=60)
-    assert worker.returncode == 130, err
-    assert err.strip().splitlines()[-1].startswith("interrupted"), err
-    # On a busy machine a trial may have finished before the signal came: the last one is the one it hit.
-    *done, interrupted = before = trials(folder)
-    assert interrupted.state.name == "FAIL" and all(t.state.name != "FAIL" for t in done)
-    (run,) = [
-        r
-        for r in store(folder).search_runs([store(folder).get_experiment_by_name("mnist-mlp-search").experiment_id])
-        if r.data.tags.get("sweep_trial") == str(interrupted.number)
-    ]
-    assert run.info.status == "KILLED"
+    # Ctrl-C at a chosen point: trial 1, as its second epoch is logged (no pruning: 3 epochs a trial).
+    write_sweep(folder, trials=3, epochs=3, pruner="none")
+    done = sweep(folder, "run", "tiny", command=at_call("mnist_pipeline.tracking.run:Run.log_epoch", 5, "SIGINT"))
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "interrupted (KeyboardInterrupt); the trial in progress is marked failed; `run` again continues"
+    )
+    before = trials(folder)
+    assert [(t.state.name, t.user_attrs["epochs_trained"]) for t in before] == [("COMPLETE", 3), ("FAIL", 2)]
+    runs = {r.data.tags.get("sweep_trial", "parent"): r.info.status for r in search_runs(folder)}
+    assert runs == {"0": "FINISHED", "1": "KILLED", "parent": "KILLED"}
     # Continued with the same settings: the failed trial stays failed, nothing finished is repeated.
-    again = sweep(folder, "run", "tiny", "--trials", str(len(done) + 2))
+    again = sweep(folder, "run", "tiny")
     assert again.returncode == 0, again.stderr
     after = trials(folder)
-    assert [t.number for t in after if t.state.name == "FAIL"] == [interrupted.number]
-    assert len(after) == len(before) + 2
-    assert [t.value for t in after[: len(done)]] == [t.value for t in done]
+    assert [t.state.name for t in after] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert (after[0].params, after[0].value) == (before[0].params, before[0].value)
     # Other settings would mix trials that do not compare: refused.
-    write_sweep(folder, trials=4, epochs=60, validation=200)
+    write_sweep(folder, trials=3, epochs=4, pruner="none")
     other = sweep(folder, "run", "tiny")
     assert other.returncode == 1 and "made with other settings" in other.stderr
-
-
-def _trials_if_any(root: Path) -> list:
-    try:
-        return trials(root)
-    except KeyError:
-        return []
 
 
 @pytest.mark.slow
@@ -223,6 +185,16 @@ def test_promote_makes_the_winner_a_reproducible_dvc_experiment(tmp_path):
     )
     assert found, promoted.stdout + ran.stdout
     assert (float(found[1]), int(found[2])) == (round(best.value, 4), best.number)
+    # The winner is the recipe tiny-best: the trial's values that differ from the defaults, under its header.
+    recipe = (root / "conf" / "experiment" / "tiny-best.yaml").read_text()
+    assert recipe.startswith(
+        f"# @package _global_\n# The `tiny` search's winner, chosen on validation: trial {best.number}, "
+        f"validation accuracy {best.value:.4f}.\n"
+    )
+    defaults = flatten(from_dict(Params, recipes.defaults(root), source="conf"))
+    changed = {k: v for k, v in {**best.params, "model.hidden": [32], "train.epochs": 2}.items() if v != defaults[k]}
+    assert dotted(recipes.recipe(root, "tiny-best")) == changed
+    assert "dvc exp run --temp -n tiny-best -S experiment=tiny-best" in promoted.stdout
     shown = sh("dvc", "exp", "show", "--json", cwd=root).stdout
     assert "tiny-best" in shown
     # Its params are the trial's, its run is recorded and registered like any other.
@@ -240,21 +212,36 @@ def test_promote_makes_the_winner_a_reproducible_dvc_experiment(tmp_path):
     for stage in ("train", "evaluate"):  # the download stage would fetch: there is no network here
         sh("dvc", "repro", "-f", "-s", stage, cwd=root)
     assert {name: (root / "metrics" / name).read_bytes() for name in expected} == expected
+    # A promote that fails (its tracking server is down) keeps the winner there was; one that works replaces it.
+    sh("git", "checkout", "--", ".", cwd=root)
+    shutil.rmtree(root / ".dvc" / "cache" / "runs")  # no stage restored from DVC's run cache: the train stage runs
+    down = {**env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    failed = sh(sys.executable, "-m", "mnist_pipeline.sweep", "promote", "tiny", cwd=root, env=down, check=False)
+    assert failed.returncode == 1 and "(the previous tiny-best is kept)" in failed.stderr, failed.stderr
+    assert promote.test_accuracy("tiny-best", root) == float(found[3])
+    sh(sys.executable, "-m", "mnist_pipeline.sweep", "promote", "tiny", cwd=root, env=env)
+    names = {
+        e["name"]
+        for b in json.loads(sh("dvc", "exp", "show", "--json", cwd=root).stdout)
+        for e in b["experiments"] or []
+    }
+    assert "tiny-best" in names and "tiny-best-previous" not in names
 
 
+@pytest.mark.slow
 def test_a_killed_local_worker_s_trial_is_run_again_by_the_other(folder):
     write_sweep(folder, trials=4, epochs=30)
     launcher = start_sweep(folder, "run", "tiny", "--workers", "2")
     deadline = time.monotonic() + 120
     while not (
         running := [
-            t for t in _trials_if_any(folder) if t.user_attrs.get("epochs_trained") and t.state.name == "RUNNING"
+            t for t in trials_if_any(folder) if t.user_attrs.get("epochs_trained") and t.state.name == "RUNNING"
         ]
     ):
         assert time.monotonic() < deadline and launcher.poll() is None, launcher.communicate()
         time.sleep(0.1)
     victim = running[0]
-    os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    os.kill(worker_pid(victim), signal.SIGKILL)
     out, err = launcher.communicate(timeout=600)
     assert launcher.returncode == 0, err
     assert f"died (SIGKILL); trial {victim.number} failed and queued again" in out
@@ -263,8 +250,7 @@ def test_a_killed_local_worker_s_trial_is_run_again_by_the_other(folder):
     (retry,) = [t for t in study if t.system_attrs.get("failed_trial") == victim.number]
     assert retry.state.name in ("COMPLETE", "PRUNED") and retry.params == victim.params
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in study) >= 4
-    client = store(folder)
-    runs = client.search_runs([client.get_experiment_by_name("mnist-mlp-search").experiment_id])
+    runs = search_runs(folder)
     (dead,) = [r for r in runs if r.data.tags.get("sweep_trial") == str(victim.number)]
     assert dead.info.status == "FAILED" and dead.data.tags["sweep_retried_by"] == str(retry.number)
     assert not [r for r in runs if r.info.status == "RUNNING"]

@@ -51,7 +51,7 @@ def row(t):
             "retried_by": run.data.tags.get("sweep_retried_by") if run else None}
 print(json.dumps([row(t) for t in study.get_trials()]))
 """
-# Wait, where the server is, until worker argv[3] is training a trial (an epoch done); exit 1 after 120 s.
+# Wait, where the server is, until worker argv[3] (host:pid) is training a trial (an epoch done); exit 1 after 120 s.
 TRAINING = """
 import sys, time, optuna
 deadline = time.monotonic() + 120
@@ -60,7 +60,7 @@ while time.monotonic() < deadline:
         trials = optuna.load_study(study_name=sys.argv[1], storage=sys.argv[2]).get_trials()
     except KeyError:
         trials = []
-    if any(t.state.name == "RUNNING" and t.user_attrs.get("worker") == sys.argv[3]
+    if any(t.state.name == "RUNNING" and t.user_attrs.get("worker", "").startswith(sys.argv[3] + ":")
            and t.user_attrs.get("epochs_trained") for t in trials):
         sys.exit(0)
     time.sleep(0.2)

@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
-from support.projects import EPOCHS, assert_complete_run, make_project, recorded_run_id
+from support.projects import EPOCHS, assert_complete_run, make_project, recorded_run_id, write_defaults
 from support.synthetic import write_synthetic_mnist
 from support.team_server import server_cli
 from support.tiny import TRAIN_ARGS, write_tiny_params
@@ -76,8 +77,8 @@ def test_four_queued_experiments_two_at_a_time_all_land_complete(team_server, tm
     # A new experiment: the first two runs race to create it on the server.
     password = team_server.add_user("quinn")
     root = make_project(tmp_path)
-    text = (root / "params.yaml").read_text().replace("experiment: mnist-mlp", "experiment: queued")
-    (root / "params.yaml").write_text(text.replace("registered_model: mnist-mlp", "registered_model: queued"))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    write_defaults(root, {**params, "tracking": {"experiment": "queued", "registered_model": "queued"}})
     sh("git", "commit", "-qam", "own experiment", cwd=root)
     env = clean_env(**team_server.client_env("quinn", password))
     lrs = ("0.05", "0.1", "0.2", "0.3")

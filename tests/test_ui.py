@@ -9,6 +9,7 @@ import os
 import re
 
 import pytest
+import yaml
 from playwright.sync_api import expect
 
 from mnist_pipeline.tracking.env import ui_link
@@ -156,3 +157,18 @@ def test_ui_charts_every_per_epoch_metric_against_its_step(mlflow_ui, page, logg
         expect(card.locator(".xtitle")).to_have_text("Step")
         expect(card).to_contain_text(run.info.run_name)
     page.screenshot(path=SCREENSHOTS / "mlflow-run-metrics.png", full_page=True)
+
+
+def test_the_registered_version_shows_the_model_card(mlflow_ui, page, project, logged):
+    root, _ = project
+    _, _, run = logged
+    (version,) = store(root).search_model_versions(f"name = 'mnist-mlp' and run_id = '{run.info.run_id}'")
+    card = yaml.safe_load((root / "dvc.yaml").read_text())["artifacts"]["mnist-mlp"]["desc"]
+    assert version.description == card  # the same text as dvc.yaml's, rendered as markdown below
+    page.goto(f"{mlflow_ui}/#/models/mnist-mlp/versions/{version.version}")
+    expect(page.get_by_role("heading", name="mnist-mlp: MLP 784-32-16-10 on mnist")).to_be_visible()
+    for section in ("Data", "Params", "Per class (test set)", "Robustness (test accuracy under fixed distortions)"):
+        expect(page.get_by_role("heading", name=section, exact=True)).to_be_visible()
+    expect(page.get_by_role("cell", name="rotated 30°", exact=True)).to_be_visible()  # its tables, as tables
+    expect(page.get_by_text("Hurt most by:")).to_be_visible()
+    page.screenshot(path=SCREENSHOTS / "mlflow-model-card.png", full_page=True)

@@ -125,16 +125,20 @@ class Params:
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate a parameters file; raise ParamsError naming the first problem."""
-    path = Path(path)
+    return from_dict(Params, read_yaml(path), source=str(path))
+
+
+def read_yaml(path: str | Path, source: str | None = None) -> Any:
+    """A YAML file's content; a missing file or a YAML error is a ParamsError naming the file (as `source`)."""
+    source = source or str(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
-        raise ParamsError(f"{path}: file not found") from None
+        raise ParamsError(f"{source}: file not found") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ParamsError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
-    return from_dict(Params, raw, source=str(path))
+        raise ParamsError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
 
 
 def from_dict(cls: type[T], raw: Any, source: str, prefix: str = "") -> T:
@@ -227,6 +231,13 @@ def nested(values: dict[str, Any]) -> dict[str, Any]:
             node = node.setdefault(group, {})
         node[last] = list(value) if isinstance(value, tuple) else value
     return tree
+
+
+def dotted(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """params.yaml's nesting as dotted keys, the inverse of `nested`: {'train': {'lr': 0.1}} -> {'train.lr': 0.1}."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix.rstrip("."): tree} if prefix else {}
+    return {key: value for name, sub in tree.items() for key, value in dotted(sub, f"{prefix}{name}.").items()}
 
 
 def merged(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,19 @@
 """Failures a user can act on: stages print their message alone, without a traceback."""
 
+import re
+
+# scheme://user:PASSWORD@host in any text: a database or server URL, whole or cut, parsable or not.
+_PASSWORD_IN_URL = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^\s/]*@")
+
+
+def redacted(text: str) -> str:
+    """`text` with the password of every URL in it masked: no error line carries one."""
+    return _PASSWORD_IN_URL.sub(r"\1***@", text)
+
 
 def brief(exc: BaseException | str, limit: int = 300) -> str:
     """An exception's (or a server's) text on one line, cut to `limit` characters, for inclusion in our messages."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = redacted(" ".join(str(exc).split())) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 from mnist_pipeline.config import ModelConfig, Params, from_dict
 from mnist_pipeline.data.splits import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+from mnist_pipeline.serving import onnx_model
 from mnist_pipeline.training.model import MLP, save_checkpoint
 
 from support.tiny import REPO_PARAMS, train_in_process
@@ -41,6 +42,14 @@ def trained_model(tmp_path_factory) -> Path:
     assert records[-1]["test_accuracy"] > 0.96, records
     path = tmp_path_factory.mktemp("trained") / "model.pt"
     save_checkpoint(training.model, params.model, tuple("0123456789"), path)
+    return path
+
+
+def exported(checkpoint: Path) -> Path:
+    """The checkpoint's ONNX export, beside it as the train stage writes it (model.pt -> model.onnx)."""
+    path = checkpoint.with_suffix(".onnx")
+    if not path.exists():
+        onnx_model.export(checkpoint, path)
     return path
 
 

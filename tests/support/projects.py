@@ -1,5 +1,7 @@
 """End-to-end projects: a real git + DVC copy of this pipeline on tiny synthetic data, and its MLflow record."""
 
+import configparser
+import json
 import re
 import shutil
 import subprocess
@@ -7,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from support.synthetic import write_synthetic_mnist
-from support.tiny import write_tiny_params
+from support.tiny import tiny_params
 from support.tools import REPO, clean_env, sh
 
 N_TRAIN, N_TEST, EPOCHS = 512, 256, 2
@@ -27,11 +30,16 @@ def make_project(root: Path) -> Path:
     """
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(REPO / name, root / name)
-    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    write_tiny_params(root / "params.yaml", **TINY)
+    for folder in ("src", "conf"):
+        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    write_defaults(root, tiny_params(**TINY))
     sh("git", "init", "-q", cwd=root)
     sh("dvc", "init", "-q", cwd=root)
     sh("dvc", "config", "core.analytics", "false", cwd=root)
+    hydra = configparser.ConfigParser()
+    hydra.read(REPO / ".dvc" / "config")
+    for key, value in hydra["hydra"].items():  # params.yaml composed from conf/, as in this repo
+        sh("dvc", "config", f"hydra.{key}", value, cwd=root)
     sh("git", "add", "-A", cwd=root)
     sh("git", "commit", "-qm", "pipeline", cwd=root)
     write_synthetic_mnist(root / "data" / "mnist", N_TRAIN, N_TEST)
@@ -39,6 +47,39 @@ def make_project(root: Path) -> Path:
     sh("git", "add", "-A", cwd=root)
     sh("git", "commit", "-qm", "data", cwd=root)
     return root
+
+
+def committed_run(root: Path) -> Path:
+    """A project at `root` whose default run is committed, as this repo's is: one real `dvc repro`."""
+    make_project(root)
+    sh("dvc", "repro", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "baseline run", cwd=root)
+    return root
+
+
+def exp_params(root: Path) -> dict[str, dict]:
+    """`dvc exp show --json` as {experiment name: its params.yaml}."""
+    return exp_values(root, "params", "params.yaml")
+
+
+def exp_values(root: Path, kind: str, path: str) -> dict[str, dict]:
+    """`dvc exp show --json` as {experiment name: the values of `path`}; kind: params or metrics."""
+    rows = {}
+    for baseline in json.loads(sh("dvc", "exp", "show", "--json", cwd=root).stdout):
+        for exp in baseline.get("experiments") or []:
+            for revision in exp["revs"]:
+                rows[revision["name"]] = revision["data"][kind][path]["data"]
+    return rows
+
+
+def write_defaults(root: Path, params: dict[str, Any]) -> None:
+    """`params` as the project's defaults, as a user sets them: conf/config.yaml (this repo's `defaults`
+    list, then the params), and params.yaml written from it as `dvc exp run` writes it."""
+    config = yaml.safe_load((REPO / "conf" / "config.yaml").read_text())
+    conf = {"defaults": config["defaults"], **params}
+    (root / "conf" / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def store(root: Path) -> MlflowClient:
@@ -92,7 +133,7 @@ def two_commits(tmp_path_factory) -> Path:
     page = ["python", "-m", "mnist_pipeline.evaluation.vega_page", ".venv/dvc-plots.html"]
     sh(*page, cwd=root, env=clean_env(PYTHONPATH="src"))
     for lr in (TINY["lr"], 0.05):
-        write_tiny_params(root / "params.yaml", **(TINY | {"lr": lr}))
+        write_defaults(root, tiny_params(**(TINY | {"lr": lr})))
         sh("dvc", "repro", cwd=root)
         sh("git", "add", "-A", cwd=root)
         sh("git", "commit", "-qm", f"lr {lr}", cwd=root)

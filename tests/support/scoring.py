@@ -1,5 +1,6 @@
 """The scoring server as `make serve` starts it, and what a client sends it and checks in its answers."""
 
+import base64
 import json
 import subprocess
 import sys
@@ -66,6 +67,12 @@ def post(url: str, body: bytes, content_type: str = "application/json") -> tuple
 def inputs(images: np.ndarray) -> bytes:
     """MLflow's documented JSON for tensor input."""
     return json.dumps({"inputs": images.tolist()}).encode()
+
+
+def images_table(files: list[Path]) -> bytes:
+    """Image files as the served model takes them: base64 in the one column of MLflow's dataframe_split."""
+    data = [[base64.b64encode(path.read_bytes()).decode()] for path in files]
+    return json.dumps({"dataframe_split": {"columns": ["image"], "data": data}}).encode()
 
 
 def check_answer(answer: dict, n: int) -> list[int]:

@@ -65,6 +65,10 @@ TRAIN_ARGS = [
     "data",
     "--model",
     "models/model.pt",
+    "--onnx",
+    "models/model.onnx",
     "--history",
     "metrics/history.json",
+    "--card",
+    "dvc.yaml",
 ]

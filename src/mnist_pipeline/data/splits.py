@@ -32,12 +32,14 @@ class Split:
         return Split(self.images[:n], self.labels[:n])
 
 
-def digest(data_dir: str | Path) -> str:
-    """A short fingerprint of the raw files (names and md5s): which data a run used."""
-    h = hashlib.sha256()
-    for path in sorted(Path(data_dir).glob("*.gz")):
-        h.update(f"{path.name}:{file_digest(path, 'md5')}\n".encode())
-    return h.hexdigest()[:16]
+def checksums(data_dir: str | Path) -> dict[str, str]:
+    """The raw files' names and md5s."""
+    return {path.name: file_digest(path, "md5") for path in sorted(Path(data_dir).glob("*.gz"))}
+
+
+def fingerprint(sums: dict[str, str]) -> str:
+    """A short fingerprint of the raw files' checksums: which data a run used."""
+    return hashlib.sha256("".join(f"{name}:{md5}\n" for name, md5 in sums.items()).encode()).hexdigest()[:16]
 
 
 def load_split(data_dir: str | Path, train: bool) -> Split:

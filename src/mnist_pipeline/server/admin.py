@@ -2,6 +2,7 @@
 
 import base64
 import getpass
+import http.client
 import json
 import os
 import sys
@@ -11,7 +12,7 @@ import urllib.request
 
 from mnist_pipeline.errors import brief
 from mnist_pipeline.server.config import MIN_PASSWORD, ServerError, password_problem
-from mnist_pipeline.tracking.rest import EXPERIMENT_TAGS
+from mnist_pipeline.tracking.rest import EXPERIMENT_TAGS, on_this_machine, opener
 
 ADMIN_PASSWORD = "MLFLOW_AUTH_ADMIN_PASSWORD"  # MLflow's own variable: it creates the admin from it
 NEW_USER_PASSWORD = "MLFLOW_NEW_USER_PASSWORD"
@@ -38,7 +39,8 @@ def admin_password() -> str:
 
 
 def api(url: str, method: str, path: str, body: dict | None = None, query: dict | None = None) -> dict:
-    """One request to the server as its admin (MLFLOW_AUTH_ADMIN_USERNAME, default admin)."""
+    """One request to the server as its admin (MLFLOW_AUTH_ADMIN_USERNAME, default admin); to a server on
+    this machine never through a proxy, which would get the admin's credentials and new users' passwords."""
     user = os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin"
     token = base64.b64encode(f"{user}:{admin_password()}".encode()).decode()
     request = urllib.request.Request(
@@ -48,7 +50,7 @@ def api(url: str, method: str, path: str, body: dict | None = None, query: dict 
         headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with opener(direct=on_this_machine(url)).open(request, timeout=30) as response:
             return dict(json.loads(response.read() or b"{}"))
     except urllib.error.HTTPError as exc:
         said, error_code = exc.read().decode(errors="replace"), ""
@@ -60,7 +62,8 @@ def api(url: str, method: str, path: str, body: dict | None = None, query: dict 
         if exc.code == 401:
             said = f"the admin's credentials were refused: set {ADMIN_PASSWORD} to the admin's password"
         raise ApiError(f"{url}: HTTP {exc.code}: {brief(said)}", exc.code, error_code) from None
-    except (urllib.error.URLError, OSError) as exc:
+    # ValueError, InvalidURL (an HTTPException): not a URL urllib can open; other HTTPExceptions: no HTTP there.
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         raise ServerError(
             f"no MLflow server answers at {url} ({getattr(exc, 'reason', exc)}); start one with `make server`"
         ) from None

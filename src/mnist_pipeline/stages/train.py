@@ -1,4 +1,5 @@
-"""DVC stage `train`: train on preloaded tensors and record the whole run in MLflow.
+"""DVC stage `train`: train on preloaded tensors, export the model to ONNX, record the whole run in
+MLflow, and put the model card in dvc.yaml's artifacts entry.
 
 With train.processes above 1 it launches that many DistributedDataParallel processes of itself
 (distributed.py); under torchrun it is one of them. Rank 0 records the run and writes the outputs.
@@ -9,6 +10,7 @@ import signal
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from tqdm import tqdm
@@ -18,9 +20,10 @@ from mnist_pipeline.config import Params, load_params
 from mnist_pipeline.data import splits as raw
 from mnist_pipeline.data.catalog import DATASETS, Dataset
 from mnist_pipeline.errors import PeerFailure, brief
-from mnist_pipeline.evaluation import plots, robustness
+from mnist_pipeline.evaluation import card, plots, robustness
 from mnist_pipeline.evaluation.report import build_report, confusion_matrix
 from mnist_pipeline.files import atomic_path, rounded, write_json
+from mnist_pipeline.serving import onnx_model
 from mnist_pipeline.stages import exit_now, handover, run_stage
 from mnist_pipeline.tracking.env import is_server, ui_link
 from mnist_pipeline.tracking.registry import CHAMPION
@@ -34,11 +37,12 @@ EXAMPLES = 4  # test images logged with the MLflow model as its input example
 CPU = torch.device("cpu")
 
 
-def train(params: str, data: str, model: str, history: str) -> None:
+def train(params: str, data: str, model: str, onnx: str, history: str, card: str) -> None:
     cfg = load_params(params)
     if cfg.train.processes > 1 and not distributed.launched():
         distributed.check_split(cfg.train.batch_size, cfg.train.processes, params)
-        args = ["--params", params, "--data", data, "--model", model, "--history", history]
+        args = ["--params", params, "--data", data, "--model", model, "--onnx", onnx, "--history", history]
+        args += ["--card", card]
         distributed.launch(cfg.train.processes, __spec__.name, args)
         return
     device = compute.setup()
@@ -46,7 +50,8 @@ def train(params: str, data: str, model: str, history: str) -> None:
     if distributed.launched():
         world, device = distributed.join(device.type)
     try:
-        _train(cfg, params, Path(data), Path(model), Path(history), device, world)
+        outputs = Outputs(Path(model), Path(onnx), Path(history), Path(card))
+        _train(cfg, params, Path(data), outputs, device, world)
     except Exception as exc:
         if world and not isinstance(exc, PeerFailure):  # for the other ranks, which stop and name the cause
             distributed.report_failure(f"rank {world.rank}: {brief(exc)}")
@@ -55,16 +60,22 @@ def train(params: str, data: str, model: str, history: str) -> None:
         distributed.leave()
 
 
-def _train(
-    cfg: Params, params: str, data: Path, model: Path, history: Path, device: torch.device, world: World | None
-) -> None:
+class Outputs(NamedTuple):
+    model: Path  # the checkpoint
+    onnx: Path  # its ONNX export
+    history: Path  # the per-epoch metrics
+    card: Path  # the pipeline file (dvc.yaml) whose artifacts entry gets the model card; made if missing
+
+
+def _train(cfg: Params, params: str, data: Path, out: Outputs, device: torch.device, world: World | None) -> None:
     dataset = DATASETS[cfg.data.dataset]
     leader, processes = (world.leader, world.size) if world else (True, 1)
     train_set = raw.load_split(data, train=True).to(device)
     test_set = raw.load_split(data, train=False).to(device)
     if world:
         distributed.check_split(cfg.train.batch_size, processes, params, len(train_set))
-    data_digest = raw.digest(data)
+    checksums = raw.checksums(data)
+    data_digest = raw.fingerprint(checksums)
 
     training = engine.Training.create(cfg, len(train_set), device, processes)
     if leader and training.precision != cfg.train.precision:
@@ -75,7 +86,7 @@ def _train(
         )
     # Resume state lives beside the model; it is deleted once the run is complete.
     state = resume.ResumeState(
-        model.with_name("train_state.pt"),
+        out.model.with_name("train_state.pt"),
         resume.fingerprint(cfg, data_digest, device.type),
         enabled=cfg.train.resume and leader,
     )
@@ -118,22 +129,30 @@ def _train(
         if isinstance(run, Run):  # rank 0, the leader
             # The outputs take their names only once the run is recorded: an interruption or a
             # failure leaves the previous ones intact.
-            with atomic_path(model) as model_tmp, atomic_path(history) as history_tmp:
+            with (
+                atomic_path(out.model) as model_tmp,
+                atomic_path(out.onnx) as onnx_tmp,
+                atomic_path(out.history) as history_tmp,
+            ):
                 save_checkpoint(training.model, cfg.model, dataset.classes, model_tmp)
+                onnx_model.export(model_tmp, onnx_tmp)
                 write_json(history_tmp, records)
-                evaluated, figures = _record(
+                data_card = (dataset, checksums, (len(train_set), len(test_set)))
+                evaluated, figures, card_text = _record(
                     run,
+                    cfg,
                     model_tmp,
+                    onnx_tmp,
                     records,
                     test_set.to(CPU),
                     train_set.head(plots.SAMPLES).to(CPU),
-                    cfg.tracking.registered_model,
-                    dataset,
+                    data_card,
                 )
+                card.write_dvc_yaml(out.card, cfg.tracking.registered_model, card_text, card.labels(cfg, dataset))
                 # The same files for the evaluate and plot stages, so that they need not compute them again.
-                handover.leave(model, "evaluate", [model_tmp, data], evaluated)
+                handover.leave(out.model, "evaluate", [model_tmp, data], evaluated)
                 drawn_from = [evaluated[name] for name in ("metrics", "robustness", "predictions")]
-                handover.leave(model, "plot", [model_tmp, data, history_tmp, *drawn_from], figures)
+                handover.leave(out.model, "plot", [model_tmp, data, history_tmp, *drawn_from], figures)
     state.discard()
 
 
@@ -167,15 +186,18 @@ def _peer_failures(world: World | None):
 
 def _record(
     run: Run,
+    cfg: Params,
     model: Path,
+    exported: Path,
     records: list[dict],
     test: raw.Split,
     samples: raw.Split,
-    registered_model: str,
-    dataset: Dataset,
-) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    data: tuple[Dataset, dict[str, str], tuple[int, int]],
+) -> tuple[dict[str, bytes], dict[str, bytes], str]:
     """The evaluation and the plots as the evaluate and plot stages compute them, from the saved model,
-    recorded; returns their files: the evaluate stage's by option name, the PNGs by file name."""
+    and the model card, all recorded in the run, the model registered; returns the evaluate stage's
+    files by option name, the PNGs by file name, and the card."""
+    dataset, checksums, sizes = data
     checkpoint = load_checkpoint(model)
     report = build_report(checkpoint.model, test, checkpoint.classes, robustness.report(checkpoint.model, test))
     test_accuracy = report.headline["test_accuracy"]
@@ -188,23 +210,27 @@ def _record(
         robust=report.robust,
         clean_accuracy=test_accuracy,
     )
+    name = cfg.tracking.registered_model
+    text = card.text(name, cfg, dataset, checksums, sizes, report, run.chosen_by(cfg))
     version, promoted = run.complete(
         checkpoint=model,
+        exported=exported,
         example=test.images[:EXAMPLES].numpy(),
         evaluation=report.json_files(),
         test_accuracy=test_accuracy,
         figures=figures,
+        card=text,
         dataset=dataset,
-        registered_model=registered_model,
+        registered_model=name,
     )
     alias = f"@{CHAMPION}"
     champion = f"now {alias}" if promoted else f"{alias} unchanged"
     print(
         f"train: recorded run {run.run_id}: test accuracy {test_accuracy:.2%}; "
-        f"registered {registered_model} version {version}, {champion}",
+        f"registered {name} version {version}, {champion}",
         flush=True,
     )
-    return report.stage_files(), figures
+    return report.stage_files(), figures, text
 
 
 def _progress_bar(batches: Iterable[torch.Tensor], epoch: int) -> Iterable[torch.Tensor]:
@@ -228,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         params="parameters file",
         data="folder of the raw dataset files",
         model="checkpoint to write",
+        onnx="the checkpoint's ONNX export to write",
         history="per-epoch metrics JSON to write",
+        card="pipeline file (dvc.yaml) whose artifacts entry gets the model card",
     )
 
 

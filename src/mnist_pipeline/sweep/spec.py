@@ -1,6 +1,7 @@
 """sweep.yaml's studies, checked before any training: every value a trial can draw passes params.yaml's checks."""
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ PRUNERS = ("hyperband", "median", "none")
 STUDY_KEYS = ("trials", "epochs", "validation", "pruner", "seed", "params", "space")
 KINDS = ("float", "int", "choices")
 SWEEP_FILE = "sweep.yaml"
+# params.yaml keys that change where a run is recorded or how it resumes, not what a trial trains.
+NOT_TRAINED = ("tracking.", "train.resume", "train.processes")
 
 
 class SpecError(PipelineError):
@@ -54,6 +57,10 @@ class StudySpec:
         """The params of a trial: params.yaml's, then the study's fixed keys, its draws and its budget."""
         return with_values(base, {**self.params, **drawn, "train.epochs": self.epochs}, f"sweep.yaml study {self.name}")
 
+    def base(self, base: dict) -> dict[str, Any]:
+        """What its trials take from params.yaml's content `base`, unchanged (trial_base)."""
+        return trial_base(base, [*self.params, *self.space, "train.epochs"])
+
     def settings(self) -> dict[str, Any]:
         """The study's own settings, as its parent run's params."""
         return {
@@ -80,11 +87,23 @@ class StudySpec:
         )
 
 
-def in_project(root: Path, name: str, trials: int | None = None, epochs: int | None = None) -> tuple[dict, "StudySpec"]:
-    """The project's params.yaml content (checked first, as the pipeline checks it) and its
-    sweep.yaml's study `name` over it."""
+def trial_base(base: dict, study_keys: Iterable[str]) -> dict[str, Any]:
+    """params.yaml's values flattened, less the keys a study sets (`study_keys`) and those NOT_TRAINED:
+    what every trial of the study is trained on, and all of them must share to compare."""
+    keys = set(study_keys)
+    values = flatten(from_dict(Params, base, source="params.yaml"))
+    return {k: v for k, v in sorted(values.items()) if k not in keys and not k.startswith(NOT_TRAINED)}
+
+
+def project_params(root: Path) -> dict:
+    """The project's params.yaml content, checked first as the pipeline checks it."""
     load_params(root / "params.yaml")
-    base = yaml.safe_load((root / "params.yaml").read_text())
+    return yaml.safe_load((root / "params.yaml").read_text())
+
+
+def in_project(root: Path, name: str, trials: int | None = None, epochs: int | None = None) -> tuple[dict, "StudySpec"]:
+    """The project's params.yaml content and its sweep.yaml's study `name` over it."""
+    base = project_params(root)
     return base, load(root / SWEEP_FILE, name, base, trials, epochs)
 
 

@@ -1,19 +1,24 @@
 """Optuna's side of a search: the storage, the study made or joined in it, its state, a dead worker's trials."""
 
+import functools
+import hashlib
 import os
 import socket
 import time
+import uuid
 import warnings
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from mnist_pipeline.errors import PipelineError, brief
+from mnist_pipeline.errors import PipelineError, brief, redacted
 from mnist_pipeline.sweep.spec import SpecError, StudySpec
 
 STORAGE_ENV = "MNIST_SWEEP_STORAGE"  # a database URL that workers on several machines share
@@ -22,9 +27,12 @@ JOURNAL = "sweeps.journal"  # the default storage: a file at the project root, g
 HEARTBEAT_S = int(os.environ.get("MNIST_SWEEP_HEARTBEAT_S", "10"))
 GRACE_S = 3 * HEARTBEAT_S
 MAX_RETRY = 2  # retries of a trial whose worker died
+MAX_DIVERGED = 10  # trials in a row whose training diverged: the search stops, its space is at fault
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+BASE_ATTR = "base"  # the study's user attr: the params.yaml values its trials were trained on
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line of our own per trial instead
+# One line of our own per trial instead, failed ones included (Optuna warns of each with its traceback).
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
@@ -43,7 +51,7 @@ def open_storage(url: str | None, root: Path) -> BaseStorage:
     url = url or os.environ.get(STORAGE_ENV)
     if not url:
         return JournalStorage(JournalFileBackend(str(root / JOURNAL)))
-    shown = _redacted(url)
+    shown = redacted(url)
     kwargs: dict[str, Any] = {"connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else {}
     from sqlalchemy.exc import IntegrityError, ProgrammingError  # with a database only: 0.3 s to import
 
@@ -86,8 +94,9 @@ class TrialSeededTPE(optuna.samplers.TPESampler):
         super().before_trial(study, trial)
 
 
-def open_study(spec: StudySpec, storage: BaseStorage) -> optuna.Study:
-    """The study named after `spec`, created on first use; refused if it was made with other settings."""
+def open_study(spec: StudySpec, storage: BaseStorage, base: dict[str, Any]) -> optuna.Study:
+    """The study named after `spec`, created on first use; refused if it was made with other settings,
+    or its trials on other params.yaml values than `base` (spec.base)."""
     pruners: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
         "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.epochs),
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
@@ -110,7 +119,27 @@ def open_study(spec: StudySpec, storage: BaseStorage) -> optuna.Study:
             f"study {spec.name} in this storage was made with other settings ({made_with}); "
             f"its trials would not compare: delete the study or use another --storage"
         )
+    if BASE_ATTR not in study.user_attrs:  # a new study, or one made before bases were recorded
+        study.set_user_attr(BASE_ATTR, base)
+    check_base(study, base)
     return study
+
+
+def check_base(study: optuna.Study, base: dict[str, Any]) -> None:
+    """Refuse to add to, or promote from, a study whose trials were trained on other params.yaml values
+    (another dataset, augmentation, `dvc exp apply` of another experiment): one line naming them."""
+    made_on = study.user_attrs.get(BASE_ATTR)
+    if made_on is None:
+        return
+    changed = sorted(k for k in made_on.keys() | base.keys() if made_on.get(k) != base.get(k))
+    if changed:
+        said = "; ".join(
+            f"{k} is {base.get(k, '(none)')} here, {made_on.get(k, '(none)')} in the study" for k in changed
+        )
+        raise SpecError(
+            f"study {study.study_name} in this storage was trained on other params.yaml values ({brief(said)}); "
+            "its trials would not compare: restore those values, delete the study or use another --storage"
+        )
 
 
 def load_study(name: str, storage: BaseStorage) -> optuna.Study:
@@ -132,25 +161,90 @@ def pending(spec: StudySpec, study: optuna.Study) -> bool:
     return len(finished(study)) < spec.trials or bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
+def diverged_in_a_row(study: optuna.Study) -> int:
+    """How many of the study's last trials diverged, one after the other (running and waiting ones aside)."""
+    count = 0
+    for trial in reversed(study.get_trials(deepcopy=False)):
+        if trial.state in (TrialState.RUNNING, TrialState.WAITING):
+            continue
+        if trial.state != TrialState.FAIL or "diverged" not in trial.user_attrs:
+            break
+        count += 1
+    return count
+
+
+def stop_if_diverging(study: optuna.Study) -> None:
+    diverged = diverged_in_a_row(study)
+    if diverged >= MAX_DIVERGED:
+        last = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[-1]
+        raise SweepError(
+            f"study {study.study_name}: its last {diverged} trials all diverged ({last.user_attrs['diverged']}); "
+            "the search stops: narrow sweep.yaml's space (lower learning rates) and run it again"
+        )
+
+
 def worker_name(pid: int) -> str:
-    """How trials name the process that runs them (user attr `worker`)."""
-    return f"{socket.gethostname()}:{pid}"
+    """How trials name the process that runs them (user attr `worker`): its host, its pid, and where that
+    pid means this process (this boot of this machine, this pid namespace): pids of two containers, or
+    of two boots, never mix."""
+    return f"{socket.gethostname()}:{pid}:{_place()}"
+
+
+@functools.cache
+def _place() -> str:
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        pids = os.readlink("/proc/self/ns/pid")
+    except OSError:  # no Linux /proc: a place of its own, so no other process judges this one by pid
+        return uuid.uuid4().hex[:12]
+    return hashlib.sha256(f"{boot} {pids}".encode()).hexdigest()[:12]
 
 
 def retire(study: optuna.Study, worker: str) -> list[int]:
     """Fail and queue again the running trials of a worker that died (for a journal, which has no
     heartbeats); return their numbers."""
-    dead = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if t.user_attrs.get("worker") == worker]
-    for trial in dead:
-        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+    return _fail_and_retry(
+        study, [t for t in study.get_trials(states=(TrialState.RUNNING,)) if t.user_attrs.get("worker") == worker]
+    )
+
+
+def retire_stale(study: optuna.Study) -> list[int]:
+    """Fail and queue again the running trials that nobody runs: a worker of this place that is gone
+    (the OOM killer's, or a launcher's that died with it), and a trial without a worker after the grace
+    period (its worker died between drawing it and starting it, before Optuna's first heartbeat, so
+    heartbeats never find it stale). Return their numbers."""
+    stale = []
+    for trial in study.get_trials(states=(TrialState.RUNNING,)):
+        host_pid_place = trial.user_attrs.get("worker", "").split(":")
+        if len(host_pid_place) == 3:
+            _, pid, place = host_pid_place
+            if place == _place() and not _alive(int(pid), trial.datetime_start):
+                stale.append(trial)
+        elif not host_pid_place[0] and trial.datetime_start:
+            if time.time() - trial.datetime_start.timestamp() > GRACE_S:
+                stale.append(trial)
+    return _fail_and_retry(study, stale)
+
+
+def _fail_and_retry(study: optuna.Study, trials: list[FrozenTrial]) -> list[int]:
+    retried = []
+    for trial in trials:
+        try:  # Optuna's heartbeat check, or another worker, may fail it first: then they queue the retry
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (UpdateFinishedTrialError, ValueError):
+            continue
         retry_stale(study, study.get_trials(deepcopy=False)[trial.number])
-    return [t.number for t in dead]
+        retried.append(trial.number)
+    return retried
 
 
-def _redacted(url: str) -> str:
+def _alive(pid: int, since: datetime | None) -> bool:
+    """Is process `pid` alive here, and older than `since` (a pid used again later is another process)?"""
     try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy reads: RDBStorage will say so
-        return url
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(int(line[5:]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+    except (OSError, StopIteration):
+        return False
+    started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat: clock ticks after boot
+    # btime is whole seconds: a second's slack, towards alive.
+    return fields[0] != "Z" and (since is None or started <= since.timestamp() + 1)

@@ -15,6 +15,10 @@ MLFLOW_SETTINGS = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # the stages print one line per epoch
     # System metrics every second: a default run trains for under a minute, MLflow's default is 10 s.
     "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1",
+    # Off: while logging a model MLflow patches os.environ process-wide to record the variables read,
+    # and iterates that record while other threads (system metrics) add to it: the train stage failed
+    # with "RuntimeError: Set changed size during iteration" in log_model on a loaded machine.
+    "MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING": "false",
 }
 
 

@@ -6,6 +6,10 @@ server acted, its answer never came) logs no second model and registers no secon
 
 import contextlib
 import io
+import shutil
+import tempfile
+from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -18,44 +22,57 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
-from mlflow.types import ColSpec, Schema, TensorSpec
+from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import Array
 from mlflow.utils import requirements_utils
 
-from mnist_pipeline.data.catalog import IMAGE_SHAPE
 from mnist_pipeline.errors import TrackingError
 
 CHAMPION = "champion"
 CROWN_ATTEMPTS = 10  # decisions a registration makes before it gives up on a racing alias
-# What served_model.py takes and gives: prepared images in; per image, the class (an index) and
-# the probabilities of all classes out. Declared, not inferred: inference calls an int column a hint.
-SIGNATURE = ModelSignature(
-    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, *IMAGE_SHAPE))]),
-    outputs=Schema([ColSpec("long", "class"), ColSpec(Array("double"), "probabilities")]),
-)
+# What served_model.py gives: per image, the class (an index) and the probabilities of all classes.
+# Declared, not inferred: inference calls an int column a hint. No input schema: the model takes
+# pixels (a tensor) or encoded images (a table), and MLflow enforces one schema, so the model checks
+# its input itself (serving/inputs.py), and its messages say what is wrong.
+SIGNATURE = ModelSignature(outputs=Schema([ColSpec("long", "class"), ColSpec(Array("double"), "probabilities")]))
 
 
-def log_model(checkpoint: Path, example: np.ndarray) -> str:
-    """Log the checkpoint as the active run's served model (served_model.py) with its signature and an
-    input example, unless the run has its model already; return the model's URI."""
+def log_model(checkpoint: Path, exported: Path, example: np.ndarray) -> str:
+    """Log the checkpoint and its ONNX export as the active run's served model (served_model.py) with
+    its signature and an input example, unless the run has its model already; return the model's URI."""
     logged = _logged_model()
     if logged is not None:
         return logged
-    return mlflow.pyfunc.log_model(name="model", **_served_model(checkpoint, example)).model_uri
+    with _named(checkpoint, exported) as artifacts:
+        return mlflow.pyfunc.log_model(name="model", **_served_model(artifacts, example)).model_uri
 
 
-def save_model(checkpoint: Path, folder: Path) -> None:
-    """The checkpoint as the same MLflow model, in `folder` rather than a run: what `make serve`
-    serves where the store has no champion."""
-    mlflow.pyfunc.save_model(str(folder), **_served_model(checkpoint, None))
+def save_model(checkpoint: Path, exported: Path | None, folder: Path) -> None:
+    """The checkpoint (and its ONNX export, if given) as the same MLflow model, in `folder` rather than
+    a run: what `make serve` serves where the store has no champion."""
+    with _named(checkpoint, exported) as artifacts:
+        mlflow.pyfunc.save_model(str(folder), **_served_model(artifacts, None))
 
 
-def _served_model(checkpoint: Path, example: np.ndarray | None) -> dict[str, Any]:
+@contextlib.contextmanager
+def _named(checkpoint: Path, exported: Path | None) -> Iterator[dict[str, str]]:
+    """The files as the model's artifacts, named model.pt and model.onnx in it whatever their names
+    here (the train stage's are still temporary ones)."""
+    with tempfile.TemporaryDirectory() as folder:
+        named = {"checkpoint": Path(folder) / "model.pt", "onnx": Path(folder) / "model.onnx"}
+        sources = {"checkpoint": checkpoint, "onnx": exported}
+        for key, source in sources.items():
+            if source is not None:
+                shutil.copyfile(source, named[key])
+        yield {key: str(named[key]) for key, source in sources.items() if source is not None}
+
+
+def _served_model(artifacts: dict[str, str], example: np.ndarray | None) -> dict[str, Any]:
     _known_requirements()
     package = Path(__file__).parents[1]
     return dict(
         python_model=str(package / "serving" / "served_model.py"),  # a model from code: no pickle
-        artifacts={"checkpoint": str(checkpoint)},
+        artifacts=artifacts,
         code_paths=[str(package)],  # the model's code travels with it
         signature=SIGNATURE,
         input_example=example,  # MLflow runs the saved model on it as a check
@@ -65,6 +82,8 @@ def _served_model(checkpoint: Path, example: np.ndarray | None) -> dict[str, Any
             f"numpy=={np.__version__}",
             f"pandas=={pd.__version__}",
             f"mlflow=={mlflow.__version__}",
+            f"pillow=={metadata.version('pillow')}",  # images sent to the scoring server
+            f"onnxruntime=={metadata.version('onnxruntime')}",  # the ONNX runtime
         ],
     )
 
@@ -72,9 +91,9 @@ def _served_model(checkpoint: Path, example: np.ndarray | None) -> dict[str, Any
 def _known_requirements() -> None:
     """MLflow checks a model's pip requirements against this environment, and to find each one's module
     it first maps every file of every installed distribution to its package: 2.5 s at each model logged
-    here. Our requirements (_served_model) are packages named as their modules: it needs no more."""
+    here. Our requirements (_served_model) and their modules are all it needs."""
     if requirements_utils._MODULES_TO_PACKAGES is None:
-        known = {name: [name] for name in ("torch", "numpy", "pandas", "mlflow")}
+        known = {name: [name] for name in ("torch", "numpy", "pandas", "mlflow", "onnxruntime")} | {"PIL": ["pillow"]}
         requirements_utils._MODULES_TO_PACKAGES = known  # type: ignore[assignment]  # MLflow's None until filled
 
 
@@ -90,15 +109,20 @@ def _logged_model() -> str | None:
     return f"models:/{ready[0].model_id}" if ready else None
 
 
-def register(name: str, model_uri: str, test_accuracy: float, dataset: str) -> tuple[str, bool]:
-    """Register the model as a new version, unless it is one already, and crown the champion (see
-    _crown). Returns the version and whether it is the champion now."""
+def register(
+    name: str, model_uri: str, test_accuracy: float, dataset: str, card: str | None = None
+) -> tuple[str, bool]:
+    """Register the model as a new version, unless it is one already, with its model card (if given)
+    as the version's description, and crown the champion (see _crown). Returns the version and
+    whether it is the champion now."""
     client = MlflowClient()
     version = _version_of(client, name, model_uri)
     if version is None:
         tags = {"test_accuracy": f"{test_accuracy:.6f}", "dataset": dataset}
         with contextlib.redirect_stderr(io.StringIO()):  # MLflow's "Created version ..." lines: the stage says it
             version = str(mlflow.register_model(model_uri, name, tags=tags).version)
+    if card is not None:  # the same again after a retry: harmless
+        client.update_model_version(name, version, description=card)
     return version, _crown(client, name, dataset) == version
 
 

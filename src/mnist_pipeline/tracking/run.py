@@ -25,6 +25,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mnist_pipeline import cli
 from mnist_pipeline.config import Params, flatten
 from mnist_pipeline.data.catalog import Dataset
 from mnist_pipeline.errors import TrackingError, brief
@@ -40,6 +41,7 @@ logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("mlflow.system_metrics").setLevel(logging.ERROR)
 
 MODEL_DIGEST_TAG = "model_sha256"  # ties a run to the exact models/model.pt it produced
+CARD = "model_card.md"  # the run's artifact; its registered version's description is the same text
 
 
 class Run:
@@ -81,29 +83,57 @@ class Run:
         self,
         *,
         checkpoint: Path,
+        exported: Path,
         example: np.ndarray,
         evaluation: dict[str, str],
         test_accuracy: float,
         figures: dict[str, bytes],
+        card: str,
         dataset: Dataset,
         registered_model: str,
     ) -> tuple[str, bool]:
         """Log the rest of the record: the evaluation (the JSON files of metrics/ by name, byte for byte:
-        the headline, the per-class figures, the accuracy under distortions), the plots and the model;
-        register the model. Returns (version, became champion). Only the per-epoch scores are metrics:
-        the UI charts every metric, and 13 robustness bar charts came before the per-epoch curves, in a
-        section of their own."""
-        self.flush()
-        patiently = functools.partial(patience.patiently, self.uri)
-        for name, text in evaluation.items():
-            patiently(functools.partial(mlflow.log_text, text, f"metrics/{name}"))
-        with tempfile.TemporaryDirectory() as folder:
-            for name, png in figures.items():
-                (Path(folder) / name).write_bytes(png)
-            patiently(lambda: mlflow.log_artifacts(folder, "plots"))
-        model_uri = patiently(lambda: registry.log_model(checkpoint, example))
-        patiently(lambda: mlflow.set_tag(MODEL_DIGEST_TAG, digest(checkpoint)))
-        return patiently(lambda: registry.register(registered_model, model_uri, test_accuracy, dataset.name))
+        the headline, the per-class figures, the accuracy under distortions), the plots, the model card
+        and the model (`checkpoint` and its ONNX export); register the model, the card its version's
+        description. Returns (version, became champion). Only the per-epoch scores are metrics: the UI
+        charts every metric, and 13 robustness bar charts came before the per-epoch curves, in a
+        section of their own. Ctrl-C and SIGTERM wait until it is done (cli.held)."""
+        with cli.held():
+            self.flush()
+            patiently = functools.partial(patience.patiently, self.uri)
+            for name, text in evaluation.items():
+                patiently(functools.partial(mlflow.log_text, text, f"metrics/{name}"))
+            with tempfile.TemporaryDirectory() as folder:
+                for name, png in figures.items():
+                    (Path(folder) / name).write_bytes(png)
+                patiently(lambda: mlflow.log_artifacts(folder, "plots"))
+            patiently(lambda: mlflow.log_text(card, CARD))
+            model_uri = patiently(lambda: registry.log_model(checkpoint, exported, example))
+            patiently(lambda: mlflow.set_tag(MODEL_DIGEST_TAG, digest(checkpoint)))
+            return patiently(lambda: registry.register(registered_model, model_uri, test_accuracy, dataset.name, card))
+
+    def chosen_by(self, params: Params) -> str | None:
+        """The search that chose this run's params, in words, when the run is a study's winner (the DVC
+        experiment STUDY-best that `sweep promote` or its recipe runs) and the store holds that study."""
+        name = os.environ.get("DVC_EXP_NAME", "")
+        if not name.endswith("-best"):
+            return None
+        study = name.removesuffix("-best")
+        experiment = patience.patiently(
+            self.uri, lambda: self._client.get_experiment_by_name(search_experiment(params))
+        )
+        if experiment is None:
+            return None
+        search = f"tags.sweep_study = '{study}' and tags.sweep_parent = 'true'"
+        found = patience.patiently(self.uri, lambda: self._client.search_runs([experiment.experiment_id], search))
+        if not found or "best_val_accuracy" not in found[0].data.metrics:
+            return None
+        tags, metrics = found[0].data.tags, found[0].data.metrics
+        return (
+            f"The search `{study}` (sweep.yaml): its trial {tags.get('sweep_best_trial', '?')} reached validation "
+            f"accuracy {metrics['best_val_accuracy']:.4f} on a split held out of the training set; its params "
+            "were then trained here on the whole training set."
+        )
 
     def stop(self) -> None:
         """Stop sending (the run failed or was interrupted): what is still queued is dropped, and an
@@ -150,16 +180,21 @@ def lifetime(
     """Own a run's whole life: `start()` opens it (and returns its id), then the block records into it.
     It ends FINISHED when the block ends or raises one of `finishes` (a pruned trial), FAILED on an error,
     KILLED on Ctrl-C or SIGTERM; never left RUNNING, a failed start included. `state_tag`, if given,
-    names a tag that says which: complete, pruned, failed or interrupted."""
+    names a tag that says which: complete, pruned, failed or interrupted. Ctrl-C and SIGTERM wait while
+    it starts and ends the run (cli.held): a run half made or half closed is not left RUNNING."""
+    run: Run | None = None
     try:
-        run_id = start()
-    except Exception:
-        end("FAILED", uri)  # a run started before the error is not left RUNNING
-        raise
-    except BaseException:
+        with cli.held():
+            try:
+                run = Run(start(), experiment_id, uri)
+            except Exception:
+                end("FAILED", uri)  # a run started before the error is not left RUNNING
+                raise
+    except KeyboardInterrupt:  # one that waited for the start: the run, made, ends at once
+        if run:
+            run.stop()
         end("KILLED", uri)
         raise
-    run = Run(run_id, experiment_id, uri)
     try:
         yield run
     except finishes:
@@ -175,14 +210,15 @@ def lifetime(
 
 
 def _close(run: Run, state: str, status: str, state_tag: str | None) -> None:
-    if status == "FINISHED":
-        run.flush()
-    else:
-        run.stop()
-    if state_tag:
-        with contextlib.suppress(Exception):  # a failing run is marked once, without waiting
-            mlflow.set_tag(state_tag, state)
-    end(status, run.uri)
+    with cli.held():
+        if status == "FINISHED":
+            run.flush()
+        else:
+            run.stop()
+        if state_tag:
+            with contextlib.suppress(Exception):  # a failing run is marked once, without waiting
+                mlflow.set_tag(state_tag, state)
+        end(status, run.uri)
 
 
 @contextlib.contextmanager
@@ -215,6 +251,12 @@ def training_run(
 
     with lifetime(uri, experiment_id, start) as run:
         yield run
+
+
+def search_experiment(params: Params) -> str:
+    """Searches have an experiment of their own beside the pipeline's runs: their runs score the
+    validation set, the pipeline's the test set, and their charts should not mix."""
+    return f"{params.tracking.experiment}-search"
 
 
 def _start(

@@ -13,49 +13,73 @@ import matplotlib
 import mlflow
 import optuna
 import yaml
-from mlflow.entities import Param
+from mlflow.entities import Param, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from mnist_pipeline.config import Params, flatten, nested
 from mnist_pipeline.tracking import env, store
-from mnist_pipeline.tracking.run import Run, lifetime
+from mnist_pipeline.tracking.run import Run, lifetime, search_experiment
 
-PARENT_ATTR = "mlflow_parent_run"  # the study's user attr naming its parent run, for every worker to find
+CANDIDATE = "mlflow_parent_run:"  # study user attrs, one per parent run made for it: its start time (ms)
+PARENT_ATTR = "mlflow_parent_run"  # the one parent of a study made before candidates were recorded
 RUN_ATTR = "mlflow_run_id"  # a trial's user attr naming its run; a retry inherits its dead trial's
-PARENT_SETTLE_S = 2.0  # longer than making a parent run takes
-
-
-def experiment_name(params: Params) -> str:
-    """Searches have an experiment of their own beside the pipeline's runs: their runs score the
-    validation set, the pipeline's the test set, and their charts should not mix."""
-    return f"{params.tracking.experiment}-search"
+PARENT_SETTLE_S = 2.0  # longer than making a parent run and recording it in the study takes
 
 
 class Recorder:
-    """Opens the study's parent run (made by the first worker to look) and records trials under it."""
+    """Opens the study's parent run (elected among those its first workers made) and records trials under it."""
 
     def __init__(self, study: optuna.Study, settings: dict[str, Any], params: Params):
         """`settings`: the study's own (trials, epochs, ...), the parent run's params."""
         self.study, self.name, self.uri = study, study.study_name, env.tracking_uri()
-        self.experiment_id = store.connect(self.uri, experiment_name(params), params.tracking.registered_model)
+        self.experiment_id = store.connect(self.uri, search_experiment(params), params.tracking.registered_model)
         self.client = MlflowClient(self.uri)
-        self.parent_id = study.user_attrs.get(PARENT_ATTR) or self._make_parent(settings)
+        self.parent_id = self._elect(settings)
 
-    def _make_parent(self, settings: dict[str, Any]) -> str:
+    def _elect(self, settings: dict[str, Any]) -> str:
+        """The study's parent run: the earliest made for it (start time, then id), whoever looks. Workers
+        that find none each make one, record it in the study, and look again once every such record is
+        written: all then take the same, and the others delete their own."""
+        made = self._candidates()
+        if made:
+            return made[0]
         run = self.client.create_run(
             self.experiment_id, run_name=f"search {self.name}", tags={"sweep_study": self.name, "sweep_parent": "true"}
         )
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in settings.items()])
-        self.study.set_user_attr(PARENT_ATTR, run.info.run_id)
-        # Workers starting together may each have made one; the study keeps the last written, and
-        # a second look, once every such write is done, tells each worker which that is.
+        self.study.set_user_attr(CANDIDATE + run.info.run_id, run.info.start_time)
         time.sleep(PARENT_SETTLE_S)
-        kept = self.study.user_attrs[PARENT_ATTR]
-        if kept != run.info.run_id:
-            self.client.delete_run(run.info.run_id)
-        return kept
+        parent = self._candidates()[0]
+        if parent != run.info.run_id:
+            self._discard(run.info.run_id)
+        return parent
+
+    def _candidates(self) -> list[str]:
+        """The parent runs made for the study, earliest first."""
+        attrs = self.study.user_attrs
+        made = [(when, key.removeprefix(CANDIDATE)) for key, when in attrs.items() if key.startswith(CANDIDATE)]
+        made += [(0, attrs[PARENT_ATTR])] if PARENT_ATTR in attrs else []
+        return [run_id for _, run_id in sorted(made)]
+
+    def _gather(self) -> None:
+        """Children of another parent (its maker was slower than PARENT_SETTLE_S to record it, and
+        took it alone) move to the elected one, and that other parent is deleted."""
+        self.parent_id, *others = self._candidates()
+        for other in others:
+            strays = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{other}'", run_view_type=ViewType.ALL
+            )
+            for child in strays:
+                self.client.set_tag(child.info.run_id, "mlflow.parentRunId", self.parent_id)
+            if self.client.get_run(other).info.lifecycle_stage == "active":
+                self._discard(other)
+
+    def _discard(self, run_id: str) -> None:
+        """A parent run that lost the election: ended (none is left RUNNING, deleted or not), then deleted."""
+        self.client.set_terminated(run_id, "KILLED")
+        self.client.delete_run(run_id)
 
     @contextlib.contextmanager
     def trial(self, trial: Trial, params: Params) -> Iterator[Run]:
@@ -85,13 +109,29 @@ class Recorder:
     def _mark_retried(self, run_id: str, retry: int) -> None:
         """The run of a trial whose worker died: FAILED, and tagged with the trial that retried it."""
         self.client.set_tag(run_id, "sweep_retried_by", str(retry))
+        self._failed(run_id)
+
+    def fail(self, numbers: list[int]) -> None:
+        """The runs of trials failed because their worker is gone: FAILED now, not when a retry starts."""
+        trials = self.study.get_trials(deepcopy=False)
+        for number in numbers:
+            if RUN_ATTR in trials[number].user_attrs:
+                self._failed(trials[number].user_attrs[RUN_ATTR])
+
+    def _failed(self, run_id: str) -> None:
         self.client.set_tag(run_id, "sweep_state", "failed")
         if self.client.get_run(run_id).info.status == "RUNNING":
             self.client.set_terminated(run_id, "FAILED")
 
+    def end(self, status: str) -> None:
+        """End the parent run KILLED or FAILED: a search stopped by a signal or an error (a later `run` reopens it)."""
+        with contextlib.suppress(MlflowException):
+            self.client.set_terminated(self.parent_id, status)
+
     def summarize(self) -> None:
         """The parent run's record of the study so far: figures, counts, and the best trial's params
         as a params.yaml fragment; the parent ends FINISHED (a later `run` reopens it)."""
+        self._gather()
         trials = self.study.get_trials(deepcopy=False)
         counts = {state: sum(t.state == state for t in trials) for state in TrialState}
         metrics = {
