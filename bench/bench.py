@@ -1,6 +1,7 @@
 """Benchmark: the article's training loop as published against this project's, at the article's
-settings (SGD lr 0.001, batch 64); our epoch against the compute floor, on a busy machine and two
-at once; and the tuned configuration's time to 98.3 % test accuracy.
+settings (SGD lr 0.001, batch 64); our epoch against the compute floor (fp32's, and bf16's where the CPU
+has it), on a busy machine and two at once; the tuned configuration's time to 98.3 % test accuracy; and
+an epoch of the `cnn-aug` recipe in our loop against the same CNN in plain fp32 NCHW autograd.
 
     make bench                                   # the full run, a few minutes on 2 cores
     python bench/bench.py --epochs 1 --repeats 1 # quicker, noisier
@@ -8,8 +9,9 @@ at once; and the tuned configuration's time to 98.3 % test accuracy.
 Everything is measured in this one run, the two loops interleaved, so the machine's noise hits
 both alike. The last line is machine-readable: speedup=<ratio> tuned_accuracy=<fraction>
 tuned_seconds=<s> floor_ratio=<ours/floor> contended_ratio=<busy/alone> parallel_ratio=<two/alone>
-article_epoch_seconds=<s>, then inference on onnxruntime against PyTorch (runtimes.py), for the MLP and the
-CNN: <kind>_onnx_single_speedup=<torch/onnx, one image> <kind>_onnx_batch_speedup=<torch/onnx, batch 256>
+article_epoch_seconds=<s> cnn_epoch_seconds=<s> cnn_speedup=<plain/ours> bf16_floor_ratio=<ours/bf16 floor>,
+then inference on onnxruntime against PyTorch (runtimes.py), for the MLP and the CNN:
+<kind>_onnx_single_speedup=<torch/onnx, one image> <kind>_onnx_batch_speedup=<torch/onnx, batch 256>
 <kind>_onnx_single_us=<us> <kind>_onnx_batch_ms=<ms>
 """
 
@@ -40,6 +42,7 @@ from mnist_pipeline.data.splits import load_split
 from mnist_pipeline.sweep.spec import with_values
 from mnist_pipeline.training import device as compute
 from mnist_pipeline.training import engine
+from mnist_pipeline.training.model import CNN
 
 import runtimes
 
@@ -48,6 +51,8 @@ TARGET = 0.983
 # validation split held out of the training set, never on the test set. `python -m mnist_pipeline.sweep
 # promote mlp` wrote it; `dvc exp run -n mlp-best -S experiment=mlp-best` runs it in the pipeline.
 TUNED_RECIPE = "mlp-best"
+# The recipe whose CNN epoch is timed in our loop against plain fp32 NCHW autograd (README's cnn-aug).
+CNN_RECIPE = "cnn-aug"
 
 
 # ---- The article's code as published: its model, loops and settings; only the prints are gone. ----
@@ -119,11 +124,17 @@ def article_epochs(loaders, epochs: int, seed: int):
 # ---- end of the article's code ----
 
 
-def our_epochs(params: Params, data, seed: int, epochs: int | None = None):
-    """This project's loop (engine.fit, as the train stage runs it). Yields like article_epochs."""
+def our_epochs(params: Params, data, seed: int, epochs: int | None = None, plain: bool = False):
+    """This project's loop (engine.fit, as the train stage runs it). Yields like article_epochs. `plain`:
+    the model as a plain PyTorch loop trains it: fp32, NCHW tensors (the CNN's layout), autograd."""
     train_cfg = dataclasses.replace(params.train, epochs=epochs or params.train.epochs)
+    if plain:
+        train_cfg = dataclasses.replace(train_cfg, precision="fp32")
     params = dataclasses.replace(params, seed=seed, train=train_cfg)
     training = engine.Training.create(params, len(data[0]), data[0].labels.device)
+    if plain and isinstance(training.model, CNN):
+        training.model.memory_format = torch.contiguous_format
+        training.model.to(memory_format=torch.contiguous_format)
     started = time.perf_counter()
     for record in engine.fit(training, data[0], data[1], params.train, split="test"):
         yield time.perf_counter() - started, record["test_accuracy"], record["test_loss"]
@@ -144,9 +155,9 @@ def torchvision_root(data_dir: Path, workdir: Path) -> str:
     return str(workdir)
 
 
-def matmul_rate(seconds: float = 0.5) -> float:
+def matmul_rate(seconds: float = 0.5, dtype: torch.dtype = torch.float32) -> float:
     """FLOP/s of the dominant matmul of the article's step (batch 64 through the first layer)."""
-    a, b = torch.randn(64, 784, device=device), torch.randn(784, 128, device=device)
+    a, b = torch.randn(64, 784, device=device, dtype=dtype), torch.randn(784, 128, device=device, dtype=dtype)
     for _ in range(10):
         a @ b
     count, started = 0, time.perf_counter()
@@ -176,6 +187,19 @@ def time_to_target(params: Params, data, seed: int, target: float) -> tuple[floa
         if accuracy >= target and math.isnan(reached):
             reached = elapsed
     return reached, curve[-1][1], curve
+
+
+def cnn_epochs(params: Params, data, repeats: int) -> tuple[list[float], list[float]]:
+    """Seconds of one epoch of the CNN recipe in our loop and in the plain one, interleaved `repeats`
+    times, after a few batches of each (oneDNN prepares its kernels on first use)."""
+    size = params.train.batch_size
+    for plain in (True, False):
+        list(our_epochs(params, (data[0].head(3 * size), data[1].head(size)), 0, epochs=1, plain=plain))
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for timed, plain in zip(times, (False, True), strict=True):
+            timed.append(next(our_epochs(params, data, 0, epochs=1, plain=plain))[0])
+    return times
 
 
 def spread_agrees(a: list[float], b: list[float]) -> tuple[bool, float, float]:
@@ -263,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per repetition")
     parser.add_argument("--repeats", type=int, default=3, help="repetitions (seeds 0..N-1) of each loop")
     parser.add_argument("--tuned-repeats", type=int, default=3)
+    parser.add_argument("--cnn-repeats", type=int, default=2, help="epochs of the CNN recipe, each way")
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="folder for the plot")
     parser.add_argument("--target", type=float, default=TARGET, help="test accuracy the tuned run is timed to")
     parser.add_argument(
@@ -328,6 +353,16 @@ def main(argv: list[str] | None = None) -> int:
         f"compute floor: {floor * rate / 1e9:.1f} GFLOP/epoch at {rate / 1e9:.0f} GFLOP/s (batch-64 matmul, "
         f"{compute.THREADS} thread) = {floor:.3f} s/epoch; this project is at {ours_s / floor:.2f}x the floor"
     )
+    # The floor of the fastest arithmetic here; the article's run stays fp32, so this is for the record.
+    native = compute.native_bf16(dev)
+    fastest = matmul_rate(dtype=torch.bfloat16) if native else rate
+    fast_floor = floor * rate / fastest
+    print(
+        f"bf16 floor   : {fastest / 1e9:.0f} GFLOP/s in bf16 = {fast_floor:.3f} s/epoch; the article's MLP (fp32) "
+        f"at {ours_s / fast_floor:.2f}x it"
+        if native
+        else "bf16 floor   : no native bf16 here; the fastest floor is fp32's"
+    )
     print(
         f"final test loss after {args.epochs} epochs: article {statistics.mean(final_loss['article']):.4f}, "
         f"ours {statistics.mean(final_loss['ours']):.4f}, gap {gap:.4f} "
@@ -373,11 +408,21 @@ def main(argv: list[str] | None = None) -> int:
         args.target,
     )
     print(f"plot         : {args.out / 'accuracy_vs_time.png'}")
+
+    cnn_params = with_overrides(args.params, dotted(recipes.recipe(args.params.resolve().parent, CNN_RECIPE)))
+    cnn, plain = (statistics.median(t) for t in cnn_epochs(cnn_params, data, args.cnn_repeats))
+    precision = compute.precision(cnn_params.train.precision, dev)
+    print(
+        f"{CNN_RECIPE}      : one epoch of {n_train:,} images: {cnn:.1f} s in our loop ({precision}, "
+        f"channels_last), {plain:.1f} s as plain fp32 NCHW autograd: {plain / cnn:.2f}x "
+        f"(median of {args.cnn_repeats}, interleaved)"
+    )
     served = runtimes.report(article_params.model, args.inference_calls)
     print(
         f"speedup={speedup:.2f} tuned_accuracy={tuned_accuracy:.4f} tuned_seconds={tuned_seconds:.2f} "
         f"floor_ratio={ours_s / floor:.2f} contended_ratio={contended / ours_s:.2f} "
         f"parallel_ratio={statistics.mean(pair) / ours_s:.2f} article_epoch_seconds={article_s:.2f} "
+        f"cnn_epoch_seconds={cnn:.2f} cnn_speedup={plain / cnn:.2f} bf16_floor_ratio={ours_s / fast_floor:.2f} "
         + " ".join(f"{k}={v}" for k, v in served.items())
     )
     return 0 if agree else 1

@@ -33,23 +33,27 @@ def parser(doc: str) -> argparse.ArgumentParser:
 
 @dataclass
 class Project:
-    """The finished study named on the command line, its best trial, and what training needs."""
+    """The study named on the command line (finished, with its best trial, unless only its split is
+    needed), and what training needs."""
 
     base: dict  # params.yaml's content
     spec: specs.StudySpec
-    study: optuna.Study
-    best: FrozenTrial
+    study: optuna.Study | None
+    best: FrozenTrial | None
     data_dir: Path
 
     @classmethod
-    def open(cls, args: argparse.Namespace) -> "Project":
+    def open(cls, args: argparse.Namespace, finished: bool = True) -> "Project":
+        """The study's spec; with `finished`, its stored trials and the best one too (an error without one)."""
         root = project_root()
         base, spec = specs.in_project(root, args.study)
-        study = load_study(args.study, open_storage(args.storage, root))
-        check_base(study, spec.base(base))  # trained again on today's params.yaml: it must be the study's
-        best = best_trial(study)
-        if best is None:
-            raise SweepError(f"study {args.study} has no complete trial yet")
+        study = best = None
+        if finished:
+            study = load_study(args.study, open_storage(args.storage, root))
+            check_base(study, spec.base(base))  # trained again on today's params.yaml: it must be the study's
+            best = best_trial(study)
+            if best is None:
+                raise SweepError(f"study {args.study} has no complete trial yet")
         return cls(base, spec, study, best, root / "data" / spec.trial_params(base, {}).data.dataset)
 
     def pool(self, workers: int) -> ProcessPoolExecutor:

@@ -23,8 +23,9 @@ import on_validation
 def main() -> None:
     args = on_validation.parser(__doc__).parse_args()
     project = on_validation.Project.open(args)
-    base, best = project.base, project.best
-    trials = finished(project.study)
+    base, best, study = project.base, project.best, project.study
+    assert best is not None and study is not None  # a finished study: Project.open checked
+    trials = finished(study)
     # The most promising first: the best trial (its value must repeat), then the pruned ones by the
     # value they were pruned at, highest first.
     pruned = sorted((t for t in trials if t.state == TrialState.PRUNED), key=lambda t: -(t.value or 0.0))

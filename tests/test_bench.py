@@ -43,6 +43,8 @@ def test_bench_runs_and_ends_with_its_machine_readable_line(tmp_path):
             "2",
             "--tuned-repeats",
             "1",
+            "--cnn-repeats",
+            "1",
             "--target",
             "0.9",
             "--out",
@@ -61,7 +63,8 @@ def test_bench_runs_and_ends_with_its_machine_readable_line(tmp_path):
     number = r"\d+\.\d\d"
     fields = (
         f"speedup={number} tuned_accuracy=[01]\\.\\d{{4}} tuned_seconds={number} floor_ratio={number} "
-        f"contended_ratio={number} parallel_ratio={number} article_epoch_seconds={number}"
+        f"contended_ratio={number} parallel_ratio={number} article_epoch_seconds={number} "
+        f"cnn_epoch_seconds={number} cnn_speedup={number} bf16_floor_ratio={number}"
     )
     for kind in ("mlp", "cnn"):  # onnxruntime against PyTorch
         fields += (
@@ -70,6 +73,7 @@ def test_bench_runs_and_ends_with_its_machine_readable_line(tmp_path):
         )
     assert re.fullmatch(fields, last), last
     assert "agree" in done.stdout and (tmp_path / "out" / "accuracy_vs_time.png").exists()
+    assert "as plain fp32 NCHW autograd" in done.stdout and "bf16 floor   :" in done.stdout
     assert "tuned        : recipe mlp-best: dvc exp run -n mlp-best -S experiment=mlp-best\n" in done.stdout
 
 

@@ -211,7 +211,7 @@ def test_a_state_of_the_hand_written_step_loads_into_a_training_with_an_optimize
     fast = engine.Training.create(params, len(train), CPU)
     assert fast.optimizer is None
     first = next(engine.fit(fast, train, test, params.train, split="test"))
-    autograd = engine.Training(copy.deepcopy(fast.model), None, None, torch.Generator(), torch.Generator())
+    autograd = engine.Training(copy.deepcopy(fast.model), None, None, torch.Generator(), torch.Generator(), "fp32")
     autograd.optimizer = engine.make_optimizer(autograd.model, params.train)
     autograd.load_state_dict(fast.state_dict())
     second = next(engine.fit(autograd, train, test, params.train, split="test", first_epoch=2))

@@ -55,6 +55,7 @@ def test_training_takes_the_fast_step_exactly_where_it_covers_the_run(params):
 
     assert step_kind(article(params)) == "sgd_step"
     assert step_kind(article(params, weight_decay=0.01)) == "sgd_step"
-    for change in ({"momentum": 0.9}, {"label_smoothing": 0.1}, {"schedule": "onecycle"}, {"optimizer": "adamw"}):
+    changes = ({"momentum": 0.9}, {"label_smoothing": 0.1}, {"schedule": "onecycle"}, {"optimizer": "adamw"})
+    for change in (*changes, {"precision": "bf16"}):
         p = dataclasses.replace(params, train=dataclasses.replace(article(params).train, **change))
         assert step_kind(p) == "autograd_step", change

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,34 @@ def test_repro_writes_every_output(project):
         assert (root / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"conf", "download", "train", "evaluate", "plot"}
+
+
+def run_stage(root, name: str, **options) -> str:
+    """A stage run by hand, as dvc.yaml runs it; its output."""
+    args = [f"--{option.replace('_', '-')}={value}" for option, value in options.items()]
+    return sh("python", "-m", f"mnist_pipeline.stages.{name}", *args, cwd=root, env=clean_env(PYTHONPATH="src")).stdout
+
+
+def test_evaluate_and_plot_take_the_train_stages_files_the_very_ones_they_compute(project, tmp_path):
+    root, repro = project
+    assert "(as the train stage computed them)" in repro.stdout and "(as the train stage drew them)" in repro.stdout
+    # Without what train left them, the two stages compute their files themselves: the same bytes.
+    shutil.rmtree(root / "models" / "model.pt.handover")
+    given = {"data": "data/mnist", "model": "models/model.pt"}
+    files = {
+        "metrics": "eval.json",
+        "per_class": "per_class.json",
+        "robustness": "robustness.json",
+        "predictions": "predictions.csv",
+    }
+    assert "(computed)" in run_stage(root, "evaluate", **given, **{k: tmp_path / v for k, v in files.items()})
+    for name in files.values():
+        assert (tmp_path / name).read_bytes() == (root / "metrics" / name).read_bytes(), name
+    metrics = {k: f"metrics/{files[k]}" for k in ("metrics", "robustness", "predictions")}
+    drawn_by = run_stage(root, "plot", **given, **metrics, history="metrics/history.json", out=tmp_path / "plots")
+    assert "(drawn)" in drawn_by
+    drawn = {p.name: p.read_bytes() for p in (tmp_path / "plots").iterdir()}
+    assert drawn == {p.name: p.read_bytes() for p in (root / "plots").iterdir()} and len(drawn) == 5
 
 
 def test_dvc_reads_metrics_and_plots_without_arguments(project):

@@ -3,14 +3,19 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
+from torch.nn import functional as F
 
+from mnist_pipeline.data import preprocess
 from mnist_pipeline.data.catalog import IMAGE_SHAPE
-from mnist_pipeline.data.splits import Split
+from mnist_pipeline.data.splits import Split, load_split
+from mnist_pipeline.errors import ImageError
 from mnist_pipeline.evaluation import robustness
 from mnist_pipeline.training import augment
 
 from support.synthetic import known_image
+from support.tools import MNIST_MIRROR
 
 
 def batch(n: int = 4) -> torch.Tensor:
@@ -64,6 +69,50 @@ def test_digits_on_a_canvas_come_back_through_preprocess():
         assert back.shape == digit.shape
         overlap = (back * digit).sum() / (back.norm() * digit.norm())
         assert overlap > 0.8, name  # the same stroke, where MNIST puts it, whatever the page did
+
+
+def strokes(n: int = 300) -> torch.Tensor:
+    """(n, 1, 28, 28) varied ink: bars and blocks of any width, height and grey, some faint, some blank."""
+    rng = np.random.default_rng(0)
+    images = np.zeros((n, *IMAGE_SHAPE), np.float32)
+    for image in images[2:]:  # the first two stay blank
+        for _ in range(rng.integers(1, 4)):
+            top, left = rng.integers(0, 27, 2)
+            height, width = rng.integers(1, 28 - top), rng.integers(1, 28 - left)
+            image[top : top + height, left : left + width] = rng.choice([0.1, rng.uniform(0.15, 1.0)])
+    return torch.from_numpy(images)[:, None]
+
+
+def page_by_page(images: torch.Tensor, factor: float, canvas: int) -> torch.Tensor:
+    """What the canvas distortions stand for: each digit scaled, drawn dark on a light page at a random
+    place, and read back by preprocess.prepare, one page at a time."""
+    side = round(IMAGE_SHAPE[0] * factor)
+    mode = {"mode": "area"} if factor < 1 else {"mode": "bilinear", "align_corners": False}
+    ink = (F.interpolate(images, size=(side, side), **mode).squeeze(1).clamp(0, 1) * 255).round().byte().numpy()
+    rng = np.random.default_rng(1)
+    prepared = []
+    for digit in ink:
+        top, left = rng.integers(0, canvas - side + 1, 2)
+        page = np.zeros((canvas, canvas), np.uint8)
+        page[top : top + side, left : left + side] = digit
+        try:
+            prepared.append(preprocess.prepare(Image.fromarray(255 - page)))
+        except ImageError:  # blank
+            prepared.append(np.zeros(IMAGE_SHAPE, np.float32))
+    return torch.from_numpy(np.stack(prepared))[:, None]
+
+
+@pytest.mark.parametrize(("name", "factor", "canvas"), [("canvas_small", 0.5, 48), ("canvas_large", 2.0, 80)])
+def test_canvas_distortions_give_what_prepare_gives_page_by_page(name, factor, canvas):
+    images = strokes()
+    if MNIST_MIRROR:
+        images = torch.cat([images, load_split(MNIST_MIRROR, train=False).images[::20]])
+    expected = page_by_page(images, factor, canvas)
+    got = robustness.DISTORTIONS[name](images)
+    # The same pixels, or a float32 step apart where Pillow took its two passes in the other order.
+    assert (got - expected).abs().max() <= 2e-7
+    assert (got == expected).all((1, 2, 3)).float().mean() > 0.9
+    assert expected[:2].abs().sum() == 0 and (expected.flatten(1).amax(1) == 1).float().mean() > 0.6  # mostly ink
 
 
 class Always(nn.Module):

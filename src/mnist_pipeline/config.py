@@ -102,6 +102,9 @@ class TrainConfig:
     resume: bool
     # DistributedDataParallel processes on this machine, sharing each batch of batch_size.
     processes: int = field(metadata=_check(_at_least_one))
+    # Arithmetic of the training steps: bf16 autocast where the device computes bfloat16 natively
+    # (the weights and the optimizer stay fp32), fp32 elsewhere (training/device.py).
+    precision: Literal["fp32", "bf16"]
     augment: AugmentConfig
 
 

@@ -38,6 +38,17 @@ class Report:
             "robustness.json": json_text(robustness_rows(self.robust)),
         }
 
+    def stage_files(self) -> dict[str, bytes]:
+        """The evaluate stage's files by its option names: what it writes, and what the train stage hands
+        over to it (stages/handover.py)."""
+        texts = self.json_files()
+        return {
+            "metrics": texts["eval.json"].encode(),
+            "per_class": texts["per_class.json"].encode(),
+            "robustness": texts["robustness.json"].encode(),
+            "predictions": self.predictions_csv().encode(),
+        }
+
     def predictions_csv(self) -> str:
         """One row per test image, the shape DVC's confusion-matrix plot template reads."""
         rows = (f"{a},{p}" for a, p in zip(self.labels.tolist(), self.predicted.tolist(), strict=True))

@@ -24,7 +24,7 @@ from mnist_pipeline.evaluation import card, plots, robustness
 from mnist_pipeline.evaluation.report import build_report, confusion_matrix
 from mnist_pipeline.files import atomic_path, rounded, write_json
 from mnist_pipeline.serving import onnx_model
-from mnist_pipeline.stages import exit_now, run_stage
+from mnist_pipeline.stages import exit_now, handover, run_stage
 from mnist_pipeline.tracking.env import is_server, ui_link
 from mnist_pipeline.tracking.registry import CHAMPION
 from mnist_pipeline.tracking.run import NullRun, Run, training_run
@@ -78,6 +78,12 @@ def _train(cfg: Params, params: str, data: Path, out: Outputs, device: torch.dev
     data_digest = raw.fingerprint(checksums)
 
     training = engine.Training.create(cfg, len(train_set), device, processes)
+    if leader and training.precision != cfg.train.precision:
+        print(
+            f"train: note: train.precision is {cfg.train.precision}, but this {device.type.upper()} has no native "
+            f"{cfg.train.precision}: training in {training.precision}",
+            flush=True,
+        )
     # Resume state lives beside the model; it is deleted once the run is complete.
     state = resume.ResumeState(
         out.model.with_name("train_state.pt"),
@@ -86,7 +92,7 @@ def _train(cfg: Params, params: str, data: Path, out: Outputs, device: torch.dev
     )
     records, interrupted_run = _restore(state, training, world)
     recording: contextlib.AbstractContextManager[Run | NullRun] = (
-        training_run(cfg, dataset, data_digest, device.type, processes, resume_run_id=interrupted_run)
+        training_run(cfg, dataset, data_digest, device.type, processes, training.precision, interrupted_run)
         if leader
         else contextlib.nullcontext(NullRun())
     )
@@ -132,7 +138,7 @@ def _train(cfg: Params, params: str, data: Path, out: Outputs, device: torch.dev
                 onnx_model.export(model_tmp, onnx_tmp)
                 write_json(history_tmp, records)
                 data_card = (dataset, checksums, (len(train_set), len(test_set)))
-                card_text = _record(
+                evaluated, figures, card_text = _record(
                     run,
                     cfg,
                     model_tmp,
@@ -143,6 +149,10 @@ def _train(cfg: Params, params: str, data: Path, out: Outputs, device: torch.dev
                     data_card,
                 )
                 card.write_dvc_yaml(out.card, cfg.tracking.registered_model, card_text, card.labels(cfg, dataset))
+                # The same files for the evaluate and plot stages, so that they need not compute them again.
+                handover.leave(out.model, "evaluate", [model_tmp, data], evaluated)
+                drawn_from = [evaluated[name] for name in ("metrics", "robustness", "predictions")]
+                handover.leave(out.model, "plot", [model_tmp, data, history_tmp, *drawn_from], figures)
     state.discard()
 
 
@@ -183,9 +193,10 @@ def _record(
     test: raw.Split,
     samples: raw.Split,
     data: tuple[Dataset, dict[str, str], tuple[int, int]],
-) -> str:
+) -> tuple[dict[str, bytes], dict[str, bytes], str]:
     """The evaluation and the plots as the evaluate and plot stages compute them, from the saved model,
-    and the model card (returned); all recorded in the run, the model registered."""
+    and the model card, all recorded in the run, the model registered; returns the evaluate stage's
+    files by option name, the PNGs by file name, and the card."""
     dataset, checksums, sizes = data
     checkpoint = load_checkpoint(model)
     report = build_report(checkpoint.model, test, checkpoint.classes, robustness.report(checkpoint.model, test))
@@ -219,7 +230,7 @@ def _record(
         f"registered {name} version {version}, {champion}",
         flush=True,
     )
-    return text
+    return report.stage_files(), figures, text
 
 
 def _progress_bar(batches: Iterable[torch.Tensor], epoch: int) -> Iterable[torch.Tensor]:

@@ -223,9 +223,16 @@ def _close(run: Run, state: str, status: str, state_tag: str | None) -> None:
 
 @contextlib.contextmanager
 def training_run(
-    params: Params, dataset: Dataset, data_digest: str, device: str, world_size: int, resume_run_id: str | None = None
+    params: Params,
+    dataset: Dataset,
+    data_digest: str,
+    device: str,
+    world_size: int,
+    precision: str,
+    resume_run_id: str | None = None,
 ) -> Iterator[Run]:
-    """This execution's run of the train stage (or the interrupted one, reopened), owned by `lifetime`."""
+    """This execution's run of the train stage (or the interrupted one, reopened), owned by `lifetime`;
+    tagged with the precision it trained in, which is train.precision where the device has it."""
     patience.limit_s()  # a bad setting stops the stage before it starts a run
     uri = tracking_uri()
     names = params.tracking
@@ -235,7 +242,7 @@ def training_run(
         try:
             if resume_run_id and _exists(resume_run_id):
                 return mlflow.start_run(run_id=resume_run_id, log_system_metrics=True).info.run_id
-            tags = {"device": device, "world_size": str(world_size)}
+            tags = {"device": device, "world_size": str(world_size), "precision": precision}
             return _start(params, dataset, data_digest, tags, experiment_id).info.run_id
         except MlflowException as exc:
             raise store.refusal(exc, uri, names.experiment, names.registered_model) or TrackingError(

@@ -38,7 +38,18 @@ def affine_grids(
     inverse = torch.linalg.inv(forward)
     offset = shift * torch.tensor([2 / width, 2 / height], device=shift.device)  # pixels -> [-1, 1] units
     theta = torch.cat([inverse, -(inverse @ offset[:, :, None])], dim=2)
-    return F.affine_grid(theta, [len(theta), 1, height, width], align_corners=False)
+    # F.affine_grid(theta, align_corners=False) computes these sums as a batched product of inner size 3:
+    # 7.7 ms for a batch of 256 here, a tenth of the CNN's step; as one matrix product, 0.13 ms.
+    sums = theta.reshape(-1, 3) @ _pixel_centres(height, width, theta).T
+    return sums.view(len(theta), 2, height, width).permute(0, 2, 3, 1)
+
+
+def _pixel_centres(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+    """(H * W, 3): each pixel's centre (x, y) in [-1, 1] units, and a 1 for the shift, as F.affine_grid places them."""
+    xs = torch.linspace(-1, 1, width) * (width - 1) / width
+    ys = torch.linspace(-1, 1, height) * (height - 1) / height
+    grid = torch.stack([xs.expand(height, width), ys[:, None].expand(height, width), torch.ones(height, width)], -1)
+    return grid.reshape(-1, 3).to(like)
 
 
 def warp(images: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Where a stage computes: a pinned thread count, and CUDA when there is a GPU, with deterministic kernels."""
+"""Where a stage computes: a pinned thread count, CUDA when there is a GPU, with deterministic kernels, and the
+precision the device has natively."""
 
 import os
 
@@ -21,3 +22,17 @@ def setup() -> torch.device:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for determinism
     torch.use_deterministic_algorithms(True)
     return torch.device("cuda")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Does `device` compute in bfloat16 natively: an x86 CPU with AVX-512 BF16 or AMX, a GPU from Ampere on?"""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    # Elsewhere oneDNN emulates bf16 through fp32: slower than fp32 itself, for fewer bits.
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def precision(asked: str, device: torch.device) -> str:
+    """The precision training runs in: `asked` (train.precision), except bf16 on a device without native
+    bf16, which trains in fp32 (the train stage says so): a recipe runs on every machine, at its best speed."""
+    return "fp32" if asked == "bf16" and not native_bf16(device) else asked

@@ -6,14 +6,19 @@ from torch.nn import functional as F
 
 from mnist_pipeline.data.splits import Split
 
-EVAL_BATCH = 1000  # scoring needs no gradients, so large chunks are cheap
+# Scoring needs no gradients, so chunks can be large, as long as they fit the caches: 1,000 images
+# through the cnn-aug recipe's CNN (100 MB of feature maps in its first layer) took 1.5 times as long as
+# 256 at a time. The article's MLP gives the same logits, bit for bit, either way.
+EVAL_BATCH = 256
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Logits for `images`, in evaluation mode."""
+def predict(model: nn.Module, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """Logits (float32) for `images`, in evaluation mode; computed in bf16 autocast if `precision` is bf16."""
     model.eval()
-    return torch.cat([model(chunk) for chunk in images.split(EVAL_BATCH)])
+    device = images.device.type
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        return torch.cat([model(chunk) for chunk in images.split(EVAL_BATCH)]).float()
 
 
 def scores(logits: torch.Tensor, labels: torch.Tensor, split: str) -> dict[str, float]:
@@ -24,5 +29,6 @@ def scores(logits: torch.Tensor, labels: torch.Tensor, split: str) -> dict[str, 
     }
 
 
-def evaluate(model: nn.Module, data: Split, split: str) -> dict[str, float]:
-    return scores(predict(model, data.images), data.labels, split)
+def evaluate(model: nn.Module, data: Split, split: str, precision: str = "fp32") -> dict[str, float]:
+    """`scores` of the model's predictions for `data`, computed in `precision`."""
+    return scores(predict(model, data.images, precision), data.labels, split)

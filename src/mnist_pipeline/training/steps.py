@@ -5,8 +5,8 @@ Autograd records a graph, allocates gradient buffers and dispatches about twice 
 the step needs; at batch 64 that bookkeeping costs as much as the arithmetic. This step calls the
 same kernels in the same order with the same arguments, so the weights after any number of steps
 are bit-identical to the autograd step's (tests/test_fast_step.py), in about 60 % of its time.
-It covers plain SGD (weight decay allowed; no momentum, schedule or label smoothing) on the MLP without dropout on
-the CPU, in one process; everything else takes the autograd step.
+It covers plain SGD (weight decay allowed; no momentum, schedule or label smoothing) in fp32 on the MLP without
+dropout on the CPU, in one process; everything else takes the autograd step.
 """
 
 from typing import Protocol
@@ -31,11 +31,20 @@ class Step(Protocol):
 
 
 def autograd_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Scheduler | None, label_smoothing: float
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Scheduler | None,
+    label_smoothing: float,
+    precision: str = "fp32",
 ) -> Step:
+    """Autograd's step; with precision "bf16" the forward runs under bfloat16 autocast: matrix products and
+    convolutions in bf16, the loss in fp32, and the weights, their gradients and the optimizer stay fp32."""
+    device = next(model.parameters()).device.type
+
     def step(images: torch.Tensor, labels: torch.Tensor, share: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(images)
+            loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         # DDP averages the processes' gradients; weighting each by its share of the batch makes that
         # the gradient of the whole batch's mean loss even when the parts differ in size.
@@ -57,7 +66,8 @@ def covers(model: torch.nn.Module, cfg: TrainConfig) -> bool:
     """Is this a run (in one process) the hand-written step reproduces exactly?"""
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
     plain_sgd = cfg.optimizer == "sgd" and cfg.momentum == 0 and cfg.schedule == "constant"
-    return type(model) is MLP and model.dropout == 0 and on_cpu and plain_sgd and cfg.label_smoothing == 0
+    plain_loss = cfg.label_smoothing == 0 and cfg.precision == "fp32"
+    return type(model) is MLP and model.dropout == 0 and on_cpu and plain_sgd and plain_loss
 
 
 def sgd_step(model: MLP, lr: float, weight_decay: float) -> Step:
