@@ -142,11 +142,11 @@ if os.environ.get("RANK") == "1":
     from mnist_pipeline.errors import DataError
     evaluate, calls = scoring.evaluate, []
 
-    def failing(model, data, split):
+    def failing(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise DataError("injected: rank 1 lost its test data")
-        return evaluate(model, data, split)
+        return evaluate(*args, **kwargs)
 
     scoring.evaluate = failing
 """
@@ -187,19 +187,8 @@ def uninterrupted(tmp_path_factory) -> list[dict]:
 def test_a_signal_stops_every_rank_and_a_rerun_resumes(tmp_path, sig, uninterrupted):
     workdir = make_workdir(tmp_path, **LONGER)
     # The data folder as an absolute path, so that pgrep finds every process of this run by it.
-    args = [
-        sys.executable,
-        "-m",
-        "mnist_pipeline.stages.train",
-        "--params",
-        "params.yaml",
-        "--data",
-        str(workdir / "data"),
-        "--model",
-        "models/model.pt",
-        "--history",
-        "metrics/history.json",
-    ]
+    args = [sys.executable, "-m", "mnist_pipeline.stages.train", *TRAIN_ARGS]
+    args[args.index("--data") + 1] = str(workdir / "data")
     proc = subprocess.Popen(
         args, cwd=workdir, env=stage_env(workdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

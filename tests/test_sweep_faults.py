@@ -195,6 +195,7 @@ def test_a_worker_killed_outright_is_retired_when_the_study_runs_again(folder):
     assert run.data.tags["sweep_retried_by"] == str(retry.number)
 
 
+@pytest.mark.slow
 def test_only_a_gone_worker_of_this_place_is_retired(tmp_path):
     """A worker is host:pid:place; its trial is retired when the place is this one (this boot, this pid
     namespace) and the pid is gone, or is another process that started after the trial."""

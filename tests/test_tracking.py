@@ -64,7 +64,7 @@ def test_logging_a_model_checks_its_requirements_without_reading_every_installed
     uri = logged_model(params, tmp_path / "model.pt", seed=0)
     assert not read
     requirements = Path(mlflow.pyfunc.get_model_dependencies(uri)).read_text().split()
-    assert [r.split("==")[0] for r in requirements] == ["torch", "numpy", "pandas", "mlflow"]
+    assert [r.split("==")[0] for r in requirements] == ["torch", "numpy", "pandas", "mlflow", "pillow", "onnxruntime"]
 
 
 def test_every_model_is_a_version_and_the_champion_moves_only_to_a_better_one(params, store_uri, tmp_path):

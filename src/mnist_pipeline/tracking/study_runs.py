@@ -131,7 +131,18 @@ class Recorder:
     def summarize(self) -> None:
         """The parent run's record of the study so far: figures, counts, and the best trial's params
         as a params.yaml fragment; the parent ends FINISHED (a later `run` reopens it)."""
-        self._gather()
+        while True:
+            self._gather()
+            try:
+                self._summary()
+                return
+            except MlflowException:
+                # A slower worker's earlier parent turned up and its gather deleted ours: look again.
+                # Each look moves to an earlier parent, so this ends.
+                if self.client.get_run(self.parent_id).info.lifecycle_stage == "active":
+                    raise
+
+    def _summary(self) -> None:
         trials = self.study.get_trials(deepcopy=False)
         counts = {state: sum(t.state == state for t in trials) for state in TrialState}
         metrics = {
