@@ -10,4 +10,5 @@ pytest_plugins = [
     "support.team_server",
     "support.browser",
     "support.tiers",
+    "support.foreground",
 ]

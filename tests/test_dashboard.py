@@ -35,8 +35,6 @@ def test_the_dashboard_lists_the_study_and_its_trials_then_stops_on_ctrl_c(study
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # Ctrl-C reaches it even where the tests run in a background job (whose children ignore SIGINT).
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         link = f"http://127.0.0.1:{port}/dashboard/"

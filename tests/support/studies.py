@@ -1,7 +1,6 @@
 """A project folder for a search (the repo's params.yaml, tiny synthetic training files, a tiny study), the
 sweep command run there as a user runs it, and what its study and MLflow store hold after."""
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -57,8 +56,7 @@ def folder(tmp_path) -> Path:
 
 
 def start_sweep(root: Path, *args: str, command: tuple[str, ...] = ("-m", "mnist_pipeline.sweep"), **env: str):
-    """`python -m mnist_pipeline.sweep ARGS` in `root`, as a user runs it (or `command` before ARGS);
-    Ctrl-C reaches it even where the tests run in a background job (whose children ignore SIGINT)."""
+    """`python -m mnist_pipeline.sweep ARGS` in `root`, as a user runs it (or `command` before ARGS)."""
     return subprocess.Popen(
         [sys.executable, *command, *args],
         cwd=root,
@@ -66,7 +64,6 @@ def start_sweep(root: Path, *args: str, command: tuple[str, ...] = ("-m", "mnist
         stderr=subprocess.PIPE,
         text=True,
         env=clean_env(PYTHONPATH=str(REPO / "src"), **env),
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
