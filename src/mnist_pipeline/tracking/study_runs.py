@@ -77,9 +77,14 @@ class Recorder:
                 self._discard(other)
 
     def _discard(self, run_id: str) -> None:
-        """A parent run that lost the election: ended (none is left RUNNING, deleted or not), then deleted."""
-        self.client.set_terminated(run_id, "KILLED")
-        self.client.delete_run(run_id)
+        """A parent run that lost the election: ended (none is left RUNNING, deleted or not), then deleted;
+        one that another worker's gather deleted meanwhile is left as it is."""
+        try:
+            self.client.set_terminated(run_id, "KILLED")
+            self.client.delete_run(run_id)
+        except MlflowException:
+            if self.client.get_run(run_id).info.lifecycle_stage == "active":
+                raise
 
     @contextlib.contextmanager
     def trial(self, trial: Trial, params: Params) -> Iterator[Run]:
