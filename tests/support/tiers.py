@@ -5,7 +5,7 @@ import multiprocessing.process
 import os
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import pytest
@@ -42,19 +42,18 @@ def in_process_only() -> Iterator[None]:
         multiprocessing.process.BaseProcess.start = start  # type: ignore[method-assign]
 
 
+def _tier(item: pytest.Item) -> AbstractContextManager[None]:
+    """What a test's setup and body run under: nothing for a slow test, in_process_only() for the rest."""
+    return nullcontext() if item.get_closest_marker("slow") else in_process_only()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
-    if item.get_closest_marker("slow"):
-        yield
-        return
-    with in_process_only():
+    with _tier(item):
         yield
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    if item.get_closest_marker("slow"):
-        yield
-        return
-    with in_process_only():
+    with _tier(item):
         yield
