@@ -299,7 +299,9 @@ def test_a_model_logged_before_the_layout_still_loads_and_serves(model_logged_be
     folder = model_logged_before_the_layout
     # In this process, beside today's package: predict, the demo and serve's own check load it so.
     expected = inference.from_checkpoint(folder / "artifacts" / "model.pt").predict(strokes())
+    path = list(sys.path)
     loaded = inference.from_mlflow(str(folder))
+    assert sys.path == path  # else a process spawned later from here imports the model's old package
     np.testing.assert_allclose(loaded.predict(strokes()), expected, atol=1e-6)
     # In MLflow's scoring server, as `make serve --model-uri` serves it.
     url, server, _ = start_serving(tmp_path, clean_env(PYTHONPATH=str(REPO / "src")), "--model-uri", str(folder))

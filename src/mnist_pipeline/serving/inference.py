@@ -4,6 +4,7 @@ the tracking store, else the pipeline's own models/model.pt."""
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -181,10 +182,15 @@ def from_mlflow(uri: str, runtime: str = "torch") -> Model:
     from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(env.tracking_uri())
+    path = list(sys.path)
     try:
         model = mlflow.pyfunc.load_model(uri)
     except (MlflowException, OSError) as exc:
         raise CheckpointError(f"{uri}: cannot load this MLflow model ({brief(exc)})") from None
+    finally:
+        # MLflow puts the model's copy of the package first on sys.path, for good. This process runs the
+        # package it imported already, but a process it spawns later (DDP, a worker) would import that copy.
+        sys.path[:] = path
     served = on_runtime(model, runtime, uri)
 
     def predict(images: np.ndarray) -> np.ndarray:
