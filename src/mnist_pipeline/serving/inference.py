@@ -173,24 +173,32 @@ def on_runtime(model: Any, runtime: str, uri: str) -> Any:
     return served
 
 
+def load_pyfunc(uri: str) -> Any:
+    """mlflow.pyfunc.load_model(uri), leaving sys.path as it was. MLflow puts the model's copy of the
+    package first on sys.path, for good: this process runs the package it imported already, but a
+    process it spawns later (DDP, a worker) would import that copy."""
+    import mlflow.pyfunc
+
+    path = list(sys.path)
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    finally:
+        sys.path[:] = path
+
+
 def from_mlflow(uri: str, runtime: str = "torch") -> Model:
     """The model logged in MLflow at `uri` (models:/NAME@champion, runs:/..., a folder), on `runtime`: a
     model logged before ONNX exports has only torch."""
     # Imported here: MLflow takes seconds to import, and a checkpoint needs none of it.
-    import mlflow.pyfunc
+    import mlflow
     import pandas as pd  # with MLflow, which imports it anyway
     from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(env.tracking_uri())
-    path = list(sys.path)
     try:
-        model = mlflow.pyfunc.load_model(uri)
+        model = load_pyfunc(uri)
     except (MlflowException, OSError) as exc:
         raise CheckpointError(f"{uri}: cannot load this MLflow model ({brief(exc)})") from None
-    finally:
-        # MLflow puts the model's copy of the package first on sys.path, for good. This process runs the
-        # package it imported already, but a process it spawns later (DDP, a worker) would import that copy.
-        sys.path[:] = path
     served = on_runtime(model, runtime, uri)
 
     def predict(images: np.ndarray) -> np.ndarray:

@@ -75,11 +75,11 @@ def create_app() -> Any:
     from mnist_pipeline.tracking import env
 
     env.configure()  # before mlflow's import, which reads some of its settings
-    from mlflow.pyfunc import load_model, scoring_server
+    from mlflow.pyfunc import scoring_server
 
     # MLflow quotes the input it refused in its message: abridged, a refusal stays one readable line.
     np.set_printoptions(threshold=20, edgeitems=2)
-    model = load_model(os.environ[MODEL])
+    model = inference.load_pyfunc(os.environ[MODEL])
     inference.on_runtime(model, os.environ.get(RUNTIME) or "torch", os.environ[MODEL])
     app = scoring_server.init(model)
     return BodyLimit(app, int(os.environ.get(LIMIT) or MAX_BYTES))
