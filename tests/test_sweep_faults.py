@@ -212,16 +212,21 @@ def test_only_a_gone_worker_of_this_place_is_retired(tmp_path):
         trial = study.ask()
         trial.set_user_attr("worker", name)
         made[trial.number] = label
+    earlier = subprocess.Popen(["sleep", "60"])  # started just before its trial: the worker, alive
+    young = study.ask()
+    young.set_user_attr("worker", f"{host}:{earlier.pid}:{here}")
+    made[young.number] = "young"
     reused = study.ask()
-    time.sleep(1.5)  # its pid, alive, started after it: another process (btime is whole seconds)
+    time.sleep(1.5)  # its pid, alive, started after it: another process (the check's slack is 0.5 s)
     later = subprocess.Popen(["sleep", "60"])
     try:
         reused.set_user_attr("worker", f"{host}:{later.pid}:{here}")
         made[reused.number] = "reused"
         retired = retire_stale(study)
     finally:
-        later.kill()
-        later.wait()
+        for process in (earlier, later):
+            process.kill()
+            process.wait()
     assert sorted(made[n] for n in retired) == ["dead", "reused"]
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert sorted(t.system_attrs["failed_trial"] for t in waiting) == sorted(retired)
