@@ -250,8 +250,8 @@ def test_four_processes_at_once_elect_one_parent_run(team_server, folder, slow, 
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     write_sweep(folder, trials=4, epochs=1, pruner="none")
     env = team_server.client_env("admin", team_server.admin_password)
-    meet = time.time() + 60  # every process looks for a parent at this instant (imports take seconds)
-    together = ("mnist_pipeline.tracking.store:connect", 1, f"until:{meet}", "after")
+    meeting = folder / "meeting"  # every process looks for a parent when the four have come
+    together = ("mnist_pipeline.tracking.store:connect", 1, f"meet:{meeting}:4", "after")
     client, server = (
         "mlflow.tracking.client:MlflowClient.create_run",
         "mlflow.store.tracking.rest_store:RestStore.create_run",
@@ -265,7 +265,7 @@ def test_four_processes_at_once_elect_one_parent_run(team_server, folder, slow, 
     for process in processes:
         out, err = process.communicate(timeout=600)
         assert process.returncode == 0, out + err
-    assert time.time() > meet
+    assert len(list(meeting.iterdir())) == 4
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", team_server.admin_password)
     mlflow = MlflowClient(team_server.url)

@@ -4,8 +4,8 @@ every time, where a signal sent from outside would land wherever the process hap
 
     python tests/support/at_call.py [MODULE:QUALNAME N ACTION WHEN]... -- PROGRAM ARGS...
 
-ACTION: SIGINT, SIGTERM, sleep:SECONDS or until:EPOCH_SECONDS (several processes meet there);
-WHEN: before or after; PROGRAM: the module to run.
+ACTION: SIGINT, SIGTERM, sleep:SECONDS or meet:FOLDER:COUNT (wait until COUNT processes have come
+there: several processes go on at one instant); WHEN: before or after; PROGRAM: the module to run.
 """
 
 import functools
@@ -32,10 +32,20 @@ def _act(action: str) -> None:
     kind, _, value = action.partition(":")
     if kind == "sleep":
         time.sleep(float(value))
-    elif kind == "until":
-        time.sleep(max(0.0, float(value) - time.time()))
+    elif kind == "meet":
+        _meet(Path(value.rpartition(":")[0]), int(value.rpartition(":")[2]))
     else:
         os.kill(os.getpid(), signal.Signals[action])
+
+
+def _meet(folder: Path, count: int, patience_s: float = 300) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / str(os.getpid())).touch()
+    given_up = time.monotonic() + patience_s
+    while len(list(folder.iterdir())) < count:
+        if time.monotonic() > given_up:
+            sys.exit(f"at_call: {count} processes did not meet in {folder} within {patience_s:.0f} s")
+        time.sleep(0.005)
 
 
 def _wrap(target: str, n: int, action: str, when: str) -> None:
