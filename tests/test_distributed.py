@@ -21,6 +21,7 @@ from mnist_pipeline.training import device, engine
 from mnist_pipeline.training.distributed import World
 
 from support.projects import assert_complete_run, project_runs, store
+from support.stores import seed_store
 from support.synthetic import write_synthetic_mnist
 from support.tiny import TRAIN_ARGS, augmented, train_in_process, write_tiny_params
 from support.tools import REPO, clean_env, free_port
@@ -70,6 +71,7 @@ def test_two_ranks_end_with_identical_weights_and_the_curve_of_one_process(param
 def make_workdir(folder: Path, **train) -> Path:
     write_synthetic_mnist(folder / "data", N_TRAIN, N_TEST)
     write_tiny_params(folder / "params.yaml", **{**SETTINGS, **train})
+    seed_store(folder)
     return folder
 
 

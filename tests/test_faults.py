@@ -21,6 +21,7 @@ from mnist_pipeline.stages import train as train_stage
 
 from support import at_call
 from support.projects import project_runs
+from support.stores import seed_store
 from support.synthetic import write_synthetic_mnist
 from support.tiny import TRAIN_ARGS, train_in_process, write_tiny_params
 from support.tools import REPO, clean_env
@@ -105,6 +106,8 @@ def interrupted(tmp_path_factory) -> dict[str, Stopped]:
 
     plan = {"sigterm": signal.SIGTERM, "sigint": signal.SIGINT, "sigkill": signal.SIGKILL}
     folders = {name: make_workdir(tmp_path_factory.mktemp(name)) for name in plan}  # not thread-safe
+    for folder in folders.values():
+        seed_store(folder)
     with concurrent.futures.ThreadPoolExecutor(len(plan)) as pool:
         futures = {name: pool.submit(stop, folders[name], sig) for name, sig in plan.items()}
         return {name: future.result() for name, future in futures.items()}

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from support.hosts import Hosts, network_namespaces
+from support.stores import seed_store
 from support.studies import write_sweep
 from support.synthetic import write_synthetic_mnist
 from support.team_server import needs_postgres
@@ -142,7 +143,7 @@ def test_mlflow_telemetry_is_off_in_every_entry_point(tmp_path, module):
     name = module.rsplit(".", 1)[1]
     # predict, serve and demo import mlflow only to look for the champion: a store makes them look.
     args = {"predict": ["one.png"], "serve": [], "demo": []}.get(name, ["--help"])
-    env = clean_env(PYTHONPATH=str(REPO / "src"), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    env = clean_env(PYTHONPATH=str(REPO / "src"), MLFLOW_TRACKING_URI=f"sqlite:///{seed_store(tmp_path)}")
     del env["MLFLOW_DISABLE_TELEMETRY"]
     command = [sys.executable, str(FIRST_IMPORT), str(report), module, *args]
     subprocess.run(command, cwd=workdir(tmp_path), env=env, capture_output=True, timeout=300)

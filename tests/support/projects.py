@@ -12,6 +12,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from support.stores import seed_store
 from support.synthetic import write_synthetic_mnist
 from support.tiny import tiny_params
 from support.tools import REPO, clean_env, sh
@@ -23,7 +24,8 @@ PLOTS = {f"plots/{name}.png" for name in ("loss", "accuracy", "samples", "confus
 
 
 def make_project(root: Path) -> Path:
-    """A copy of this repo's pipeline with tiny params, committed, its download stage pre-filled.
+    """A copy of this repo's pipeline with tiny params, committed, its download stage pre-filled, its
+    MLflow store made (empty: support/stores.py).
 
     The official checksums are never relaxed: the synthetic files are recorded as the download
     stage's output with `dvc commit`, exactly as if that stage had produced them.
@@ -46,6 +48,7 @@ def make_project(root: Path) -> Path:
     sh("dvc", "commit", "-f", "download", cwd=root)
     sh("git", "add", "-A", cwd=root)
     sh("git", "commit", "-qm", "data", cwd=root)
+    seed_store(root)
     return root
 
 
