@@ -14,7 +14,6 @@ from mnist_pipeline.sweep.storage import open_storage
 
 from support.at_call import command
 from support.projects import store
-from support.stores import seed_store
 from support.synthetic import write_synthetic_mnist
 from support.tools import REPO, clean_env
 
@@ -52,15 +51,7 @@ def sweep_folder(root: Path) -> Path:
 
 @pytest.fixture
 def folder(tmp_path) -> Path:
-    """sweep_folder in the test's own folder, its MLflow store made (empty: support/stores.py)."""
-    root = sweep_folder(tmp_path)
-    seed_store(root)
-    return root
-
-
-@pytest.fixture
-def bare_folder(tmp_path) -> Path:
-    """sweep_folder in the test's own folder, no MLflow store: for the tests that check none is made."""
+    """sweep_folder in the test's own folder."""
     return sweep_folder(tmp_path)
 
 
