@@ -15,6 +15,7 @@ from mlflow.utils import requirements_utils
 from mnist_pipeline.data.catalog import FASHION_MNIST, MNIST
 from mnist_pipeline.data.splits import load_split
 from mnist_pipeline.errors import TrackingError
+from mnist_pipeline.serving import inference
 from mnist_pipeline.tracking import registry
 from mnist_pipeline.tracking.run import training_run
 from mnist_pipeline.training.model import MLP, load_checkpoint, save_checkpoint
@@ -44,7 +45,7 @@ def test_the_logged_model_gives_the_checkpoints_answers_on_real_digits(params, t
     uri = logged_model(params, tmp_path / "model.pt", seed=3)
     digits = load_split(tiny_mnist, train=False).head(50).images
     assert digits.abs().sum() > 0  # real images, not zeros
-    answer = mlflow.pyfunc.load_model(uri).predict(digits.numpy())
+    answer = inference.load_pyfunc(uri).predict(digits.numpy())  # mlflow.pyfunc's, sys.path kept
     with torch.no_grad():
         expected = torch.softmax(load_checkpoint(tmp_path / "model.pt").model(digits), dim=1)
     assert np.allclose([a["probabilities"] for a in answer], expected.numpy(), atol=1e-6)

@@ -33,7 +33,8 @@ def _act(action: str) -> None:
     if kind == "sleep":
         time.sleep(float(value))
     elif kind == "meet":
-        _meet(Path(value.rpartition(":")[0]), int(value.rpartition(":")[2]))
+        folder, _, count = value.rpartition(":")
+        _meet(Path(folder), int(count))
     else:
         os.kill(os.getpid(), signal.Signals[action])
 
