@@ -2,6 +2,7 @@
 taken only where it is safe; a child process that stops with us."""
 
 import contextlib
+import gc
 import os
 import signal
 import subprocess
@@ -32,6 +33,9 @@ def run(work: Callable[[], int | None], interrupted: str = "") -> int:
     """`work()`'s exit code (None: 0). A PipelineError prints its message alone, without a traceback, and
     gives its exit_code (1; 3 for a PeerFailure); Ctrl-C and SIGTERM print one line, ending with
     `interrupted` if given, and give 130. A password in any URL of an error line is masked."""
+    if not gc.isenabled():  # off while a `python -m` command imported its modules (__init__.py)
+        gc.freeze()
+        gc.enable()
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     for signum, handler in previous.items():
         if handler is not signal.SIG_IGN:  # a background job's Ctrl-C stays ignored
