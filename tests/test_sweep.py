@@ -43,33 +43,33 @@ from support.tools import REPO, clean_env, sh
         ({"pruner": "asha"}, "pruner = 'asha': expected one of hyperband, median, none"),
     ],
 )
-def test_a_bad_sweep_file_is_one_error_line_before_any_work(folder, change, message, monkeypatch, capsys):
-    write_sweep(folder, **change)
-    monkeypatch.chdir(folder)
+def test_a_bad_sweep_file_is_one_error_line_before_any_work(bare_folder, change, message, monkeypatch, capsys):
+    write_sweep(bare_folder, **change)
+    monkeypatch.chdir(bare_folder)
     for variable in ("DVC_ROOT", "MLFLOW_TRACKING_URI", "MNIST_SWEEP_STORAGE"):
         monkeypatch.delenv(variable, raising=False)
     assert main(["run", "tiny"]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {folder / 'sweep.yaml'}: "), lines
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bare_folder / 'sweep.yaml'}: "), lines
     assert re.search(message, lines[0]), lines[0]
-    assert not (folder / JOURNAL).exists() and not (folder / "mlflow.db").exists()
+    assert not (bare_folder / JOURNAL).exists() and not (bare_folder / "mlflow.db").exists()
 
 
 @pytest.mark.slow
-def test_an_unknown_study_and_an_unreachable_storage_are_one_error_line(folder):
-    unknown = sweep(folder, "run", "mlp2")
+def test_an_unknown_study_and_an_unreachable_storage_are_one_error_line(bare_folder):
+    unknown = sweep(bare_folder, "run", "mlp2")
     assert unknown.returncode == 1 and unknown.stderr.strip() == (
-        f"error: {folder / 'sweep.yaml'}: no study 'mlp2' (studies: tiny)"
+        f"error: {bare_folder / 'sweep.yaml'}: no study 'mlp2' (studies: tiny)"
     )
     started = time.monotonic()
-    down = sweep(folder, "run", "tiny", "--storage", "postgresql+psycopg2://studies@127.0.0.1:9/studies")
+    down = sweep(bare_folder, "run", "tiny", "--storage", "postgresql+psycopg2://studies@127.0.0.1:9/studies")
     assert down.returncode == 1 and time.monotonic() - started < 30
     lines = down.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
         "error: study storage postgresql+psycopg2://studies@127.0.0.1:9/studies cannot be used:"
     ), down.stderr
     assert "refused" in lines[0]
-    assert not (folder / JOURNAL).exists() and not (folder / "mlflow.db").exists()
+    assert not (bare_folder / JOURNAL).exists() and not (bare_folder / "mlflow.db").exists()
 
 
 def test_values_drawn_are_checked_by_the_params_code():
@@ -256,13 +256,13 @@ def test_a_killed_local_worker_s_trial_is_run_again_by_the_other(folder):
     assert not [r for r in runs if r.info.status == "RUNNING"]
 
 
-def test_a_bad_params_file_is_params_yaml_s_own_error_line(folder, monkeypatch, capsys):
+def test_a_bad_params_file_is_params_yaml_s_own_error_line(bare_folder, monkeypatch, capsys):
     # params.yaml is checked first, as the pipeline checks it, so its error names params.yaml itself.
-    params = folder / "params.yaml"
+    params = bare_folder / "params.yaml"
     params.write_text(params.read_text() + "bogus: 1\n")
-    monkeypatch.chdir(folder)
+    monkeypatch.chdir(bare_folder)
     monkeypatch.delenv("DVC_ROOT", raising=False)
     assert main(["run", "tiny"]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {params}: "), lines
-    assert not (folder / JOURNAL).exists() and not (folder / "mlflow.db").exists()
+    assert not (bare_folder / JOURNAL).exists() and not (bare_folder / "mlflow.db").exists()

@@ -14,6 +14,7 @@ from mnist_pipeline.sweep.storage import open_storage
 
 from support.at_call import command
 from support.projects import store
+from support.stores import seed_store
 from support.synthetic import write_synthetic_mnist
 from support.tools import REPO, clean_env
 
@@ -51,19 +52,28 @@ def sweep_folder(root: Path) -> Path:
 
 @pytest.fixture
 def folder(tmp_path) -> Path:
-    """sweep_folder in the test's own folder."""
+    """sweep_folder in the test's own folder, its MLflow store made (empty: support/stores.py)."""
+    root = sweep_folder(tmp_path)
+    seed_store(root)
+    return root
+
+
+@pytest.fixture
+def bare_folder(tmp_path) -> Path:
+    """sweep_folder in the test's own folder, no MLflow store: for the tests that check none is made."""
     return sweep_folder(tmp_path)
 
 
 def start_sweep(root: Path, *args: str, command: tuple[str, ...] = ("-m", "mnist_pipeline.sweep"), **env: str):
-    """`python -m mnist_pipeline.sweep ARGS` in `root`, as a user runs it (or `command` before ARGS)."""
+    """`python -m mnist_pipeline.sweep ARGS` in `root`, as a user runs it (or `command` before ARGS). A new
+    study's parent run is taken at once (MNIST_SWEEP_SETTLE_S=0): one process starts it, or `env` says."""
     return subprocess.Popen(
         [sys.executable, *command, *args],
         cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=clean_env(PYTHONPATH=str(REPO / "src"), **env),
+        env=clean_env(PYTHONPATH=str(REPO / "src"), **{"MNIST_SWEEP_SETTLE_S": "0", **env}),
     )
 
 
