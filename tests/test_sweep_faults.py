@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from mnist_pipeline.sweep import spec as specs
 from mnist_pipeline.sweep.__main__ import main
 from mnist_pipeline.sweep.storage import MAX_DIVERGED, open_storage, open_study, retire_stale, worker_name
+from mnist_pipeline.tracking.study_runs import PARENT_SETTLE_S
 
 from support.studies import at_call, search_runs, start_sweep, sweep, trials, trials_if_any, worker_pid, write_sweep
 from support.team_server import needs_postgres, process_alive
@@ -260,6 +261,7 @@ def test_four_processes_at_once_elect_one_parent_run(team_server, folder, slow, 
         "client": ((client, 1, "sleep:8", "before"), ()),
         "server": ((server, 1, "sleep:8", "before"), ((client, 1, "sleep:1", "before"),)),
     }[slow]
+    env["MNIST_SWEEP_SETTLE_S"] = str(PARENT_SETTLE_S)  # the default: four processes start the study at once
     processes = [start_sweep(folder, "run", "tiny", command=at_call(*together, *others), **env) for _ in range(3)]
     processes.append(start_sweep(folder, "run", "tiny", command=at_call(*together, late), **env))
     for process in processes:

@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import os
 import tempfile
 import time
 import warnings
@@ -25,7 +26,9 @@ from mnist_pipeline.tracking.run import Run, lifetime, search_experiment
 CANDIDATE = "mlflow_parent_run:"  # study user attrs, one per parent run made for it: its start time (ms)
 PARENT_ATTR = "mlflow_parent_run"  # the one parent of a study made before candidates were recorded
 RUN_ATTR = "mlflow_run_id"  # a trial's user attr naming its run; a retry inherits its dead trial's
-PARENT_SETTLE_S = 2.0  # longer than making a parent run and recording it in the study takes
+# Longer than making a parent run and recording it in the study takes; MNIST_SWEEP_SETTLE_S sets another
+# (longer for a slow database, 0 where one process alone starts the study).
+PARENT_SETTLE_S = float(os.environ.get("MNIST_SWEEP_SETTLE_S", "2"))
 
 
 class Recorder:
