@@ -26,7 +26,7 @@ def test_a_command_imports_with_the_collector_off_and_works_with_it_on(monkeypat
     assert not gc.isenabled()
     seen = []
     assert cli.run(lambda: seen.append((gc.isenabled(), gc.get_freeze_count()))) == 0
-    (enabled, frozen), *_ = seen
+    [(enabled, frozen)] = seen
     assert enabled and frozen > 0
 
 

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from mnist_pipeline.sweep import spec as specs
 from mnist_pipeline.sweep.__main__ import main
 from mnist_pipeline.sweep.storage import MAX_DIVERGED, open_storage, open_study, retire_stale, worker_name
-from mnist_pipeline.tracking.study_runs import PARENT_SETTLE_S
+from mnist_pipeline.tracking import study_runs
 
 from support.studies import at_call, search_runs, start_sweep, sweep, trials, trials_if_any, worker_pid, write_sweep
 from support.team_server import needs_postgres, process_alive
@@ -133,6 +133,20 @@ def test_run_and_promote_refuse_a_study_made_on_other_params_yaml_values(folder)
             "another --storage"
         ]
     assert len(trials(folder)) == 1
+
+
+def test_a_new_study_s_parent_run_is_looked_at_again_after_the_settle_time(folder, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    monkeypatch.setenv(study_runs.SETTLE_ENV, "0.25")
+    base = yaml.safe_load((folder / "params.yaml").read_text())
+    spec = specs.load(folder / "sweep.yaml", "tiny", base)
+    study = open_study(spec, open_storage(None, folder), spec.base(base))
+    slept = []
+    monkeypatch.setattr(study_runs.time, "sleep", slept.append)
+    recorder = study_runs.Recorder(study, spec.settings(), spec.trial_params(base, {}))
+    assert slept == [0.25]
+    assert recorder.parent_id == study_runs.Recorder(study, spec.settings(), spec.trial_params(base, {})).parent_id
+    assert slept == [0.25]  # a study that has its parent: taken without waiting
 
 
 def test_the_hidden_params_option_is_gone(folder, monkeypatch, capsys):
@@ -261,7 +275,7 @@ def test_four_processes_at_once_elect_one_parent_run(team_server, folder, slow, 
         "client": ((client, 1, "sleep:8", "before"), ()),
         "server": ((server, 1, "sleep:8", "before"), ((client, 1, "sleep:1", "before"),)),
     }[slow]
-    env["MNIST_SWEEP_SETTLE_S"] = str(PARENT_SETTLE_S)  # the default: four processes start the study at once
+    env[study_runs.SETTLE_ENV] = str(study_runs.settle_s())  # the default: four processes start the study at once
     processes = [start_sweep(folder, "run", "tiny", command=at_call(*together, *others), **env) for _ in range(3)]
     processes.append(start_sweep(folder, "run", "tiny", command=at_call(*together, late), **env))
     for process in processes:

@@ -11,6 +11,7 @@ import yaml
 from mlflow.entities import Run
 
 from mnist_pipeline.sweep.storage import open_storage
+from mnist_pipeline.tracking import study_runs
 
 from support.at_call import command
 from support.projects import store
@@ -66,14 +67,14 @@ def bare_folder(tmp_path) -> Path:
 
 def start_sweep(root: Path, *args: str, command: tuple[str, ...] = ("-m", "mnist_pipeline.sweep"), **env: str):
     """`python -m mnist_pipeline.sweep ARGS` in `root`, as a user runs it (or `command` before ARGS). A new
-    study's parent run is taken at once (MNIST_SWEEP_SETTLE_S=0): one process starts it, or `env` says."""
+    study's parent run is taken at once (settle time 0): one process starts it, or `env` says."""
     return subprocess.Popen(
         [sys.executable, *command, *args],
         cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=clean_env(PYTHONPATH=str(REPO / "src"), **{"MNIST_SWEEP_SETTLE_S": "0", **env}),
+        env=clean_env(PYTHONPATH=str(REPO / "src"), **{study_runs.SETTLE_ENV: "0", **env}),
     )
 
 

@@ -26,9 +26,7 @@ from mnist_pipeline.tracking.run import Run, lifetime, search_experiment
 CANDIDATE = "mlflow_parent_run:"  # study user attrs, one per parent run made for it: its start time (ms)
 PARENT_ATTR = "mlflow_parent_run"  # the one parent of a study made before candidates were recorded
 RUN_ATTR = "mlflow_run_id"  # a trial's user attr naming its run; a retry inherits its dead trial's
-# Longer than making a parent run and recording it in the study takes; MNIST_SWEEP_SETTLE_S sets another
-# (longer for a slow database, 0 where one process alone starts the study).
-PARENT_SETTLE_S = float(os.environ.get("MNIST_SWEEP_SETTLE_S", "2"))
+SETTLE_ENV = "MNIST_SWEEP_SETTLE_S"  # the settle time below, 2 s by default
 
 
 class Recorder:
@@ -53,7 +51,7 @@ class Recorder:
         )
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in settings.items()])
         self.study.set_user_attr(CANDIDATE + run.info.run_id, run.info.start_time)
-        time.sleep(PARENT_SETTLE_S)
+        time.sleep(settle_s())
         parent = self._candidates()[0]
         if parent != run.info.run_id:
             self._discard(run.info.run_id)
@@ -67,7 +65,7 @@ class Recorder:
         return [run_id for _, run_id in sorted(made)]
 
     def _gather(self) -> None:
-        """Children of another parent (its maker was slower than PARENT_SETTLE_S to record it, and
+        """Children of another parent (its maker was slower than settle_s() to record it, and
         took it alone) move to the elected one, and that other parent is deleted."""
         self.parent_id, *others = self._candidates()
         for other in others:
@@ -180,6 +178,12 @@ class Recorder:
         if env.is_server(self.uri):
             return env.ui_link(self.uri, self.experiment_id)
         return f"`make ui`, then experiment {self.experiment_id} (parent run {self.parent_id})"
+
+
+def settle_s() -> float:
+    """How long a worker that made a parent run waits before it looks again: longer than making one and
+    recording it in the study takes (longer for a slow database, 0 where one process alone starts it)."""
+    return float(os.environ.get(SETTLE_ENV, "2"))
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
