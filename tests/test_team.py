@@ -1,5 +1,5 @@
-"""The pipeline against the team server: refusals before training, four queued experiments two at a
-time, and a server that dies and comes back in the middle of training."""
+"""The pipeline against the team server: refusals before training, two queued experiments at once, and a
+server that dies and comes back in the middle of training."""
 
 import json
 import os
@@ -73,15 +73,15 @@ def test_a_wrong_password_is_refused_in_one_line(team_server, tmp_path):
     assert "not-her-password" not in out + err
 
 
-def test_four_queued_experiments_two_at_a_time_all_land_complete(team_server, tmp_path, monkeypatch):
-    # A new experiment: the first two runs race to create it on the server.
+def test_two_queued_experiments_at_once_both_land_complete(team_server, tmp_path, monkeypatch):
+    # A new experiment: the two runs race to create it on the server.
     password = team_server.add_user("quinn")
     root = make_project(tmp_path)
     params = yaml.safe_load((root / "params.yaml").read_text())
     write_defaults(root, {**params, "tracking": {"experiment": "queued", "registered_model": "queued"}})
     sh("git", "commit", "-qam", "own experiment", cwd=root)
     env = clean_env(**team_server.client_env("quinn", password))
-    lrs = ("0.05", "0.1", "0.2", "0.3")
+    lrs = ("0.05", "0.2")
     for lr in lrs:
         sh("dvc", "exp", "run", "--queue", "-n", f"lr-{lr}", "-S", f"train.lr={lr}", cwd=root, env=env)
     run_queue(root, 2, env)
@@ -98,7 +98,7 @@ def test_four_queued_experiments_two_at_a_time_all_land_complete(team_server, tm
     # They registered at once, and the champion is still the best of them.
     accuracies = [float(v.tags["test_accuracy"]) for v in client.search_model_versions("name = 'queued'")]
     champion = client.get_model_version_by_alias("queued", "champion")
-    assert len(accuracies) == 4 and float(champion.tags["test_accuracy"]) == max(accuracies)
+    assert len(accuracies) == 2 and float(champion.tags["test_accuracy"]) == max(accuracies)
 
 
 def test_a_server_killed_and_restarted_mid_training_loses_nothing(team_server, tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """Run a module as `python -m` does, and write to REPORT the MLFLOW_* environment at the moment it first
-imports mlflow (which decides then, for the whole process, whether to send telemetry); from then on
-telemetry is off whatever the program set, so watching sends nothing.
+imports mlflow (which decides then, for the whole process, whether to send telemetry). The program
+stops right there (exit status 0): nothing after that moment can change what was decided, and
+mlflow is never imported, so watching sends nothing.
 
     python tests/support/first_import.py REPORT PROGRAM ARGS...
 """
@@ -18,9 +19,9 @@ class _Watch(importlib.abc.MetaPathFinder):
         self.report = report
 
     def find_spec(self, name, path, target=None):
-        if name == "mlflow" and not self.report.exists():
+        if name == "mlflow":
             self.report.write_text(json.dumps({k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}))
-            os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+            os._exit(0)
         return None  # found by the usual finders
 
 
