@@ -1,6 +1,6 @@
 # `make repro` runs the pipeline, `make test` the lint and the tests; both build .venv first when needed.
-# Debian's python3.11 where it can make a venv: a static build, it runs this project in about a fifth
-# less time than pyenv's default shared-library build (docs/ci-tests-dependencies.md#the-interpreter).
+# Debian's python3.11 where it can make a venv: a static build, it runs a train stage in a tenth less
+# time than pyenv's default shared-library build, the tests in a fifth less (docs/ci-tests-dependencies.md).
 PYTHON ?= $(shell /usr/bin/python3.11 -c 'import ensurepip' 2>/dev/null && echo /usr/bin/python3.11 || echo python3.11)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
