@@ -2,6 +2,7 @@
 
 import atexit
 import configparser
+import functools
 import json
 import re
 import shutil
@@ -25,20 +26,20 @@ PER_EPOCH = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 PLOTS = {f"plots/{name}.png" for name in ("loss", "accuracy", "samples", "confusion", "robustness")}
 
 
-_TEMPLATE: list[Path] = []  # the project built once in this test process
-
-
 def make_project(root: Path) -> Path:
     """A copy of this repo's pipeline with tiny params, committed, its download stage pre-filled, its
     MLflow store made (empty: support/stores.py). Built once per test process (six DVC and git
     commands, 3-5 s) and copied: nothing in it names its folder.
     """
-    if not _TEMPLATE:
-        template = Path(tempfile.mkdtemp(prefix="mnist-pipeline-project-"))
-        atexit.register(shutil.rmtree, template, ignore_errors=True)
-        _TEMPLATE.append(_build_project(template))
-    shutil.copytree(_TEMPLATE[0], root, symlinks=True, dirs_exist_ok=True)
+    shutil.copytree(_template(), root, symlinks=True, dirs_exist_ok=True)
     return root
+
+
+@functools.cache
+def _template() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="mnist-pipeline-project-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return _build_project(root)
 
 
 def _build_project(root: Path) -> Path:

@@ -14,6 +14,7 @@ TOGETHER = {
     "test_change_report.py": "two_commits",
     "test_offline_plots.py": "two_commits",
 }
+UNITS = set(TOGETHER.values())
 
 
 class SharedFixtureFiles(LoadFileScheduling):
@@ -30,12 +31,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log) -> LoadFileSchedulin
 @pytest.hookimpl(tryfirst=True)  # before -m and -k deselect: every file that uses one is seen
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A file that uses one of the shared fixtures but is not in its unit stops the run at collection."""
-    units = defaultdict(set)
+    units: defaultdict[str, set[str]] = defaultdict(set)
     for item in items:
-        fixtures = getattr(item, "_fixtureinfo", None)
-        for name in set(TOGETHER.values()):
-            defs = fixtures.name2fixturedefs.get(name) if fixtures else None
-            if defs and defs[-1].scope == "session":
+        defs = getattr(item, "_fixtureinfo", None)
+        for name in UNITS:
+            found = defs.name2fixturedefs.get(name) if defs else None
+            if found and found[-1].scope == "session":
                 units[name].add(TOGETHER.get(item.path.name, item.path.name))
     wrong = {name: sorted(files) for name, files in units.items() if files != {name}}
     if wrong:
